@@ -1,0 +1,43 @@
+"""The narrow interface every model family implements.
+
+A family turns a checkpoint into an ASE calculator, builds a tiny random model of its
+architecture for tests, and exposes the torch module behind a calculator to the trainer.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    import torch
+    from ase.calculators.calculator import Calculator
+
+
+class ModelFamily(abc.ABC):
+    #: short name used in the registry and in fine-tuned manifests ("sevennet", "mace", ...)
+    name: str
+    #: pip distribution that must be importable ("sevenn", "mace-torch", ...)
+    package: str
+
+    @abc.abstractmethod
+    def load(self, checkpoint: str | Path | None, device: str, **options: Any) -> "Calculator":
+        """Return an ASE calculator. ``checkpoint`` is a file, or None for weights the package ships."""
+
+    @abc.abstractmethod
+    def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0) -> Path:
+        """Write a tiny, randomly initialised model of this architecture to ``path``; return the file that
+        ``load`` (and so ``load_calculator``) accepts."""
+
+    def torch_module(self, calc: "Calculator") -> "torch.nn.Module":
+        """The trainable torch module behind ``calc`` (used by the fine-tuning engine)."""
+        raise NotImplementedError(f"{self.name}: torch_module is not implemented")
+
+    def supported_elements(self, calc: "Calculator") -> set[str] | None:
+        """Chemical symbols the model covers, or None if it covers every element."""
+        return None
+
+    def recognises(self, path: Path) -> bool:
+        """True if ``path`` looks like a checkpoint of this family (used when no family is named)."""
+        return False
