@@ -91,3 +91,15 @@ def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
         "host": platform.node(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def save_notebook_results(path: str | os.PathLike | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """A notebook's last cell: write its headline numbers (and provenance) to ``path`` when one is given.
+
+    Every notebook declares ``results_json = None`` in its parameters cell; ``umlip sweep`` sets it per run
+    and gathers the files into one table.
+    """
+    summary = to_jsonable(summary)
+    if path:
+        atomic_write_json(path, summary)
+    return summary

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
 Device = Literal["auto", "cpu", "cuda"]
-FAMILY_NAMES = ("sevennet", "chgnet", "mace", "fairchem", "upet", "nequip", "emt")
+#: family -> the module its package installs (checked without importing it)
+FAMILY_MODULES = {"sevennet": "sevenn", "chgnet": "chgnet", "mace": "mace", "fairchem": "fairchem.core",
+                  "upet": "upet", "nequip": "nequip", "emt": "ase"}
+FAMILY_NAMES = tuple(FAMILY_MODULES)
 #: File written into every fine-tuned or distilled model directory.
 MANIFEST_NAME = "umlip_model.json"
 
@@ -57,20 +60,20 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(int(threads))
 
 
-def package_available(distribution_module: str) -> bool:
-    return importlib.util.find_spec(distribution_module) is not None
+def package_available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def model_status(spec: ModelSpec) -> tuple[bool, str]:
     """(available offline, where or why not) for a registered model, without loading it."""
-    family = get_family(spec.family)
-    module = family.package.replace("-torch", "").replace("-core", "").replace("-", "_")
-    if spec.family == "emt":
-        return True, "ase"
+    module = FAMILY_MODULES[spec.family]
     if not package_available(module):
-        return False, f"Python package {family.package} is not installed"
+        return False, f"Python package {module} is not installed"
     if spec.ships_with_package:
-        return True, f"ships with {family.package}"
+        return True, f"ships with {module}"
     found = spec.find_weights()
     if found is None:
         return False, f"{spec.weights_file} not found"
@@ -141,7 +144,7 @@ def load_calculator(
         ok, where = model_status(spec)
         if not ok:
             raise _unavailable(spec, where)
-        checkpoint = None if spec.ships_with_package or spec.family == "emt" else Path(where)
+        checkpoint = None if spec.ships_with_package else Path(where)
         calc = fam.load(checkpoint, device=device, **{**spec.options, **options})
         info = {"name": spec.name, "family": spec.family, "version": spec.version,
                 "checkpoint": str(checkpoint) if checkpoint else getattr(calc, "_umlip_checkpoint", where),
