@@ -28,7 +28,14 @@ $(STAMP): requirements/base.txt pyproject.toml
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-test: setup
+# Test-only extras: headless Chromium (browser check of the book) and GPAW (a real-DFT parent calculator).
+TEST_EXTRAS := $(VENV)/.umlip-test-extras
+$(TEST_EXTRAS): $(STAMP) scripts/install_system_deps.sh scripts/install_gpaw.sh
+	bash scripts/install_system_deps.sh
+	bash scripts/install_gpaw.sh $(VENV)
+	touch $(TEST_EXTRAS)
+
+test: setup $(TEST_EXTRAS)
 	$(PY) -m pytest tests
 
 test-fast: setup

@@ -1,0 +1,163 @@
+"""The book's structure: table of contents, notebook template, citations, generated pages, structure viewer."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from ase.build import bulk, molecule
+from ase.data.colors import jmol_colors
+
+from umlip_helpers.book import benchmark_tables, render_toc, static_outputs, toc_entries, toc_problems
+from umlip_helpers.viewers import StructureView, plot_structure, view_structure
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_toc_lists_every_notebook_and_every_entry_exists():
+    assert toc_problems(ROOT) == []
+    assert (ROOT / "_toc.yml").read_text() == render_toc(ROOT), \
+        "_toc.yml is stale: run `python -m umlip_helpers.book --update-toc`"
+
+
+def test_toc_problems_are_reported(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "book").mkdir()
+    for page in ("intro", "installation", "bring_your_own_model", "bring_your_own_data", "methods", "gpu_and_hpc",
+                 "results", "bibliography"):
+        (tmp_path / "book" / f"{page}.md").write_text(f"# {page}\n")
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "notebooks" / "05_md.ipynb")
+    (tmp_path / "_toc.yml").write_text(render_toc(tmp_path))
+    assert "notebooks/05_md" in toc_entries(tmp_path) and toc_problems(tmp_path) == []
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "notebooks" / "11_new.ipynb")
+    (tmp_path / "book" / "methods.md").unlink()
+    assert sorted(toc_problems(tmp_path)) == [
+        "_toc.yml lists book/methods, but neither book/methods.md nor book/methods.ipynb exists",
+        "notebooks/11_new.ipynb is not in _toc.yml"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_follows_the_template(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    params = tagged[0]
+    assert params is code[0], f"{path.name}: the parameters cell must be the first code cell"
+    assigned = {node.targets[0].id: node.value for node in ast.parse(params.source).body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)}
+    for name, value in (("profile", "ci"), ("results_json", None), ("device", "auto")):
+        assert name in assigned and isinstance(assigned[name], ast.Constant) and assigned[name].value == value, \
+            f"{path.name}: the parameters cell must set {name} = {value!r}"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), f"{path.name}: no title"
+    assert re.search(r"settings\s*=\s*\{", "".join(c.source for c in code)), f"{path.name}: no settings dict"
+    assert "save_notebook_results(results_json" in code[-1].source or any(
+        "save_notebook_results(results_json" in c.source for c in code[-2:]), f"{path.name}: no summary cell"
+    assert any("what's next" in c.source.lower() for c in nb.cells if c.cell_type == "markdown"), \
+        f"{path.name}: no \"What's next\" section"
+    dirty = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert not dirty, f"{path.name}: committed with outputs in cells {dirty}; clear them"
+    assert "widgets" not in nb.metadata, f"{path.name}: committed with widget state"
+
+
+def _bib_keys() -> set[str]:
+    return set(re.findall(r"@\w+\{([^,\s]+),", (ROOT / "references.bib").read_text()))
+
+
+def test_every_citation_is_in_references_bib():
+    keys = _bib_keys()
+    sources = [p.read_text() for p in (ROOT / "book").glob("*.md")]
+    sources += ["\n".join(c.source for c in nbformat.read(p, as_version=4).cells) for p in NOTEBOOKS]
+    cited = {key.strip() for text in sources for group in re.findall(r"\{cite(?::\w+)?\}`([^`]+)`", text)
+             for key in group.split(",")}
+    assert cited, "the prose cites nothing"
+    assert cited <= keys, f"cited but not in references.bib: {sorted(cited - keys)}"
+
+
+def test_bib_entries_have_dois_or_a_todo():
+    text = (ROOT / "references.bib").read_text()
+    entries = re.split(r"\n(?=@)", text)
+    for entry in entries:
+        match = re.match(r"@\w+\{([^,]+),", entry.strip())
+        if not match:
+            continue
+        doi = re.search(r"doi\s*=\s*\{([^}]+)\}", entry)
+        if doi:
+            assert re.fullmatch(r"10\.\d{4,9}/\S+", doi.group(1)), (match.group(1), doi.group(1))
+        else:
+            assert "TODO" in entry, f"{match.group(1)}: no DOI and no TODO saying why"
+    assert len(_bib_keys()) == len(re.findall(r"^@", text, re.M)), "duplicate bibtex keys"
+
+
+def test_benchmark_tables_from_json(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "speed.py").write_text("")
+    (tmp_path / "benchmarks" / "accuracy.py").write_text("")
+    (tmp_path / "benchmarks" / "results" / "accuracy.json").write_text(json.dumps({
+        "energy_mae_mev_per_atom": 12.3456, "speedup_vs_baseline": {"gpu": 3.0},
+        "models": [{"name": "a", "force_mae_ev_per_angstrom": 0.05}, {"name": "b", "extra": True}],
+        "provenance": {"created_utc": "2026-01-01T00:00:00+00:00", "model": {"name": "sevennet-0"}}}))
+    (tmp_path / "benchmarks" / "results" / "broken.json").write_text("{not json")
+    tables = {t.name: t for t in benchmark_tables(tmp_path)}
+    assert tables["speed"].status == "not yet run" and "benchmarks/speed.py" in tables["speed"].note
+    assert tables["broken"].status == "unreadable"
+    acc = tables["accuracy"]
+    assert acc.rows == [("energy_mae_mev_per_atom", "12.35"), ("speedup_vs_baseline.gpu", "3")]
+    key, columns, rows = acc.record_tables[0]
+    assert key == "models" and columns == ["name", "force_mae_ev_per_angstrom", "extra"]
+    assert rows == [["a", "0.05", ""], ["b", "", "True"]]
+    assert "sevennet-0" in acc.note and "2026-01-01" in acc.note
+
+
+def test_static_outputs_drop_widget_views():
+    outputs = [nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {},
+                                                             "text/plain": "bar"}),
+               nbformat.v4.new_output("stream", text="kept")]
+    assert [o.get("text") for o in static_outputs(outputs)] == ["kept"]
+
+
+def test_view_structure_static_view(monkeypatch):
+    monkeypatch.setenv("UMLIP_STATIC_VIEWS", "1")
+    crystal = bulk("Cu", "fcc", a=3.6, cubic=True)
+    view = view_structure(crystal)
+    assert isinstance(view, StructureView)
+    bundle = view._repr_mimebundle_()
+    assert bundle["image/png"][:8] == b"\x89PNG\r\n\x1a\n" and len(bundle["image/png"]) > 2000
+    html = bundle["text/html"]
+    assert "<canvas" in html and "<script>" in html and "http" not in html.split("<script>")[1]
+    payload = json.loads(re.search(r"const d = (\{.*?\}), root", html).group(1))
+    assert len(payload["frames"]) == 1 and len(payload["frames"][0]) == 4 and payload["cells"][0][0][0] == 3.6
+    red, green, blue = (int(255 * c) for c in jmol_colors[29])
+    assert payload["colors"][0] == f"#{red:02x}{green:02x}{blue:02x}"  # Jmol copper
+
+
+def test_view_structure_trajectory_is_thinned():
+    frames = []
+    for i in range(250):
+        water = molecule("H2O")
+        water.positions[0, 2] += 0.001 * i
+        frames.append(water)
+    view = view_structure(frames, interactive="no", max_frames=50)
+    assert len(view.frames) == 50 and view.labels[0] == "frame 1 / 250" and view.labels[-1] == "frame 250 / 250"
+    assert view.frames[-1].positions[0, 2] == pytest.approx(frames[-1].positions[0, 2])
+    assert 'type="range"' in view._repr_html_()
+    with pytest.raises(ValueError, match="frame 1 has 4 atoms"):
+        view_structure([molecule("H2O"), molecule("NH3")], interactive="no")
+    with pytest.raises(ValueError, match="interactive must be"):
+        view_structure(molecule("H2O"), interactive="maybe")
+
+
+def test_view_structure_widget_when_asked():
+    nglview = pytest.importorskip("nglview")
+    widget = view_structure(bulk("Ni", cubic=True), interactive="yes")
+    assert isinstance(widget, nglview.NGLWidget)
+
+
+def test_plot_structure_draws_atoms():
+    ax = plot_structure(bulk("Ni", cubic=True))
+    assert len(ax.patches) >= 4 and ax.get_title() == "Ni4"
