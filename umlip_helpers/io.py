@@ -18,6 +18,12 @@ PROVENANCE_PACKAGES = ("umlip-helpers", "ase", "torch", "sevenn", "chgnet", "mac
                        "fairchem-core", "upet", "metatrain", "nequip", "phonopy", "peft")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
     path = Path(path)
@@ -28,6 +34,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

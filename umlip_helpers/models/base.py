@@ -7,12 +7,40 @@ architecture for tests, and exposes the torch module behind a calculator to the 
 from __future__ import annotations
 
 import abc
+import contextlib
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     import torch
     from ase.calculators.calculator import Calculator
+
+
+def pickle_mentions(path: Path, *markers: bytes) -> bool:
+    """True if ``path`` is a torch zip archive whose pickle holds every marker (a key or class name).
+
+    Reads only the small pickle index, never the tensors, and unpickles nothing.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            index = next((name for name in archive.namelist() if name.endswith("/data.pkl")), None)
+            return index is not None and all(marker in archive.read(index) for marker in markers)
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+@contextlib.contextmanager
+def preserve_default_dtype():
+    """Undo a library's process-wide ``torch.set_default_dtype`` (nequip sets float64), which would
+    otherwise leak into every model loaded afterwards."""
+    import torch
+
+    before = torch.get_default_dtype()
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
 
 
 class ModelFamily(abc.ABC):

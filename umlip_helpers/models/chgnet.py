@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from ase.data import chemical_symbols
 
 from ..io import sha256_file
-from .base import ModelFamily
+from .base import ModelFamily, pickle_mentions
 
 #: The readout MLP after the last interaction (trained alone by head-only fine-tuning).
 HEAD_MODULES = ("mlp",)
@@ -41,15 +41,7 @@ class CHGNetFamily(ModelFamily):
         return calc
 
     def recognises(self, path: Path) -> bool:
-        if not path.name.endswith((".pth.tar", ".pth", ".pt")):
-            return False
-        import torch
-
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception:
-            return False
-        return isinstance(content, dict) and "model_args" in content.get("model", {})
+        return pickle_mentions(path, b"model_args", b"state_dict")
 
     def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0) -> Path:
         """A CHGNet of the real architecture with 8-wide features and 2 interactions."""

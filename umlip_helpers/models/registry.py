@@ -33,8 +33,6 @@ class ModelSpec:
     sha256: str | None = None
     #: how to obtain the checkpoint on a machine with internet
     how_to_get: str = ""
-    #: extra places the family's own tools cache the file
-    cache_dirs: tuple[str, ...] = ()
     #: keyword arguments passed to the family's ``load``
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -45,17 +43,16 @@ class ModelSpec:
     def candidate_paths(self) -> list[Path]:
         if self.weights_file is None:
             return []
-        dirs = model_dirs() + [Path(d).expanduser() for d in self.cache_dirs]
-        return [d / self.weights_file for d in dirs]
+        return [d / self.weights_file for d in model_dirs()]
 
     def find_weights(self) -> Path | None:
         return next((p for p in self.candidate_paths() if p.is_file()), None)
 
 
 _MACE_HOWTO = (
-    "On a machine with internet: `python -c \"from mace.calculators import mace_mp; mace_mp('{size}')\"` "
-    "downloads it to ~/.cache/mace/ (release 'mace_mp_0' of the ACEsuit/mace-mp GitHub repository). "
-    "Copy {file} into $UMLIP_MODEL_DIR or ~/.cache/umlip/models/."
+    "On a machine with internet, download {file} from release 'mace_mp_0' of the ACEsuit/mace-mp GitHub "
+    "repository (github.com/ACEsuit/mace-mp/releases/download/mace_mp_0/{file}) and put it in "
+    "$UMLIP_MODEL_DIR or ~/.cache/umlip/models/. (mace_mp() caches it under a mangled name in ~/.cache/mace/.)"
 )
 
 MODELS: dict[str, ModelSpec] = {}
@@ -85,37 +82,37 @@ for _spec in (
     ModelSpec("mace-mp-0-small", "mace", "mace_mp_0 small", "MPtrj (PBE/PBE+U)", "MIT",
               "Batatia et al., arXiv:2401.00096 (2023)", "10.48550/arXiv.2401.00096",
               weights_file="2023-12-10-mace-128-L0_energy_epoch-249.model",
-              how_to_get=_MACE_HOWTO.format(size="small", file="2023-12-10-mace-128-L0_energy_epoch-249.model"),
-              cache_dirs=("~/.cache/mace",)),
+              how_to_get=_MACE_HOWTO.format(file="2023-12-10-mace-128-L0_energy_epoch-249.model")),
     ModelSpec("mace-mp-0-medium", "mace", "mace_mp_0 medium", "MPtrj (PBE/PBE+U)", "MIT",
               "Batatia et al., arXiv:2401.00096 (2023)", "10.48550/arXiv.2401.00096",
               weights_file="2023-12-03-mace-128-L1_epoch-199.model",
-              how_to_get=_MACE_HOWTO.format(size="medium", file="2023-12-03-mace-128-L1_epoch-199.model"),
-              cache_dirs=("~/.cache/mace",)),
+              how_to_get=_MACE_HOWTO.format(file="2023-12-03-mace-128-L1_epoch-199.model")),
     ModelSpec("mace-mp-0-large", "mace", "mace_mp_0 large", "MPtrj (PBE/PBE+U)", "MIT",
               "Batatia et al., arXiv:2401.00096 (2023)", "10.48550/arXiv.2401.00096",
-              weights_file="2024-01-07-mace-128-L2_epoch-199.model",
-              how_to_get=_MACE_HOWTO.format(size="large", file="2024-01-07-mace-128-L2_epoch-199.model"),
-              cache_dirs=("~/.cache/mace",)),
+              weights_file="MACE_MPtrj_2022.9.model",
+              how_to_get=_MACE_HOWTO.format(file="MACE_MPtrj_2022.9.model")),
     ModelSpec("uma-s-1p1", "fairchem", "UMA small 1.1", "OMat24, OMol25, OC20, ODAC23, OMC25", "FAIR Chemistry License",
               "Wood et al., arXiv:2506.23971 (2025)", "10.48550/arXiv.2506.23971",
               weights_file="uma-s-1p1.pt",
-              how_to_get=("Accept the licence of the gated Hugging Face repository facebook/UMA, then "
-                          "`huggingface-cli download facebook/UMA checkpoints/uma-s-1p1.pt` and copy uma-s-1p1.pt "
-                          "into $UMLIP_MODEL_DIR or ~/.cache/umlip/models/."),
+              how_to_get=("Accept the licence of the gated Hugging Face repository facebook/UMA, log in "
+                          "(`hf auth login`), run `hf download facebook/UMA checkpoints/uma-s-1p1.pt --local-dir DIR` "
+                          "and move DIR/checkpoints/uma-s-1p1.pt into $UMLIP_MODEL_DIR or ~/.cache/umlip/models/."),
               options={"task_name": "omat"}),
-    ModelSpec("pet-mad", "upet", "PET-MAD 1.x (small)", "MAD (Massive Atomistic Diversity, PBEsol)", "BSD-3-Clause",
-              "Mazitov et al., arXiv:2503.14118 (2025)", "10.48550/arXiv.2503.14118",
-              weights_file="pet-mad-s.pt",
-              how_to_get=("On a machine with internet: `python -c \"import upet; ...\"` fetches it through upet, or "
-                          "download the exported metatomic model from the Hugging Face repository lab-cosmo/upet and "
-                          "save it as pet-mad-s.pt in $UMLIP_MODEL_DIR or ~/.cache/umlip/models/.")),
+    ModelSpec("pet-mad", "upet", "PET-MAD 1.0.2 (small)", "MAD (Massive Atomistic Diversity, PBEsol)",
+              "BSD-3-Clause", "Mazitov et al., Nat. Commun. (2025), arXiv:2503.14118",
+              "10.1038/s41467-025-65662-7",
+              weights_file="pet-mad-s-v1.0.2.ckpt",
+              how_to_get=("On a machine with internet: `hf download lab-cosmo/upet models/pet-mad-s-v1.0.2.ckpt "
+                          "--local-dir DIR` and move the .ckpt into $UMLIP_MODEL_DIR or ~/.cache/umlip/models/; or "
+                          "`python -c \"from upet import save_upet; save_upet(model='pet-mad', size='s', "
+                          "version='1.0.2', output='pet-mad-s-v1.0.2.pt')\"` for the exported model (pass its path).")),
     ModelSpec("allegro-fm", "nequip", "Allegro-FM", "OMat24 + sAlex + MPtrj (PBE)", "MIT",
               "Nomura et al., arXiv:2502.06073 (2025)", "10.48550/arXiv.2502.06073",
               weights_file="allegro-fm.nequip.zip",
-              how_to_get=("Download the packaged Allegro-FM model (a .nequip.zip file, made with `nequip-package`) "
-                          "from its authors' release and save it as allegro-fm.nequip.zip in $UMLIP_MODEL_DIR or "
-                          "~/.cache/umlip/models/. Any other packaged NequIP/Allegro model loads by its path.")),
+              how_to_get=("Package Allegro-FM for nequip 0.19 (`nequip-package`, which writes a .nequip.zip) and save it "
+                          "as allegro-fm.nequip.zip in $UMLIP_MODEL_DIR or ~/.cache/umlip/models/. Deployed files made "
+                          "with nequip 0.6 do not load in nequip 0.19. Any packaged NequIP or Allegro model (for "
+                          "example one from nequip.net) loads by its path.")),
     ModelSpec("emt", "emt", "ase " + "EMT", "fitted to experiment (Jacobsen, Stoltze, Norskov 1996)", "LGPL-2.1 (ASE)",
               "Jacobsen, Stoltze, Norskov, Surf. Sci. 366, 394 (1996)", "10.1016/0039-6028(96)00816-3"),
 ):

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from ase.data import chemical_symbols
 
 from ..io import sha256_file
-from .base import ModelFamily
+from .base import ModelFamily, pickle_mentions
 
 #: The readout after the last interaction block (FINETUNA-style head-only fine-tuning trains these).
 HEAD_MODULES = ("reduce_input_to_hidden", "reduce_hidden_to_energy", "rescale_atomic_energy")
@@ -35,15 +35,7 @@ class SevenNetFamily(ModelFamily):
         return calc
 
     def recognises(self, path: Path) -> bool:
-        if path.suffix not in (".pth", ".pt"):
-            return False
-        import torch
-
-        try:
-            content = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception:
-            return False
-        return isinstance(content, dict) and "model_state_dict" in content and "channel" in content.get("config", {})
+        return pickle_mentions(path, b"model_state_dict", b"num_convolution_layer", b"_type_map")
 
     def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0, channel: int = 4,
                    lmax: int = 1, layers: int = 2) -> Path:
