@@ -1,0 +1,125 @@
+"""FCC Ni properties of every offline uMLIP against the literature values in data/references.
+
+    python benchmarks/ni_properties.py [--profile ci|full] [--models sevennet-0 chgnet-0.3.0 emt]
+
+Per model: relaxed cubic cell; equation of state (a0, B0); elastic constants (C11, C12, C44); phonons at X and L;
+relaxed vacancy formation energy; generalized stacking fault on (111) along <112> (ISF, unstable SFE); (111),
+(100) and (110) surface energies. Each value carries its preferred reference from data/references and the percent
+error (None where no reference has been read yet). "ci" uses small cells (minutes on a laptop CPU), "full" the
+converged sizes. Wall time per property and in total; speed as a ratio to the first model of the run.
+Writes benchmarks/results/ni_properties.json (the profile is recorded inside).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from ase.build import bulk  # noqa: E402
+
+from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.models import MODELS, load_calculator, model_status  # noqa: E402
+from umlip_helpers.properties import defects  # noqa: E402
+from umlip_helpers.properties.elastic import elastic_constants  # noqa: E402
+from umlip_helpers.properties.eos import eos  # noqa: E402
+from umlip_helpers.properties.phonons import phonons  # noqa: E402
+from umlip_helpers.properties.relax import relax  # noqa: E402
+
+SETTINGS = {
+    "ci": {"fmax": 0.02, "vacancy_sizes": (2,), "gsf_layers": 9, "gsf_points": 5, "surface_thickness": 8.0,
+           "phonon_supercell": 3},
+    "full": {"fmax": 0.005, "vacancy_sizes": (2, 3, 4), "gsf_layers": 12, "gsf_points": 11,
+             "surface_thickness": 14.0, "phonon_supercell": 4},
+}
+
+
+def offline_models() -> list[str]:
+    available = []
+    for name, spec in MODELS.items():
+        try:
+            if model_status(spec)[0]:
+                available.append(name)
+        except ImportError:  # the family's module or package is missing here
+            continue
+    return available
+
+
+def run_model(calc, settings: dict) -> tuple[dict, dict]:
+    """(results by property, wall seconds by property) for FCC Ni with one calculator."""
+    fmax = settings["fmax"]
+    timings, results = {}, {}
+
+    def timed(key, func, *args, **kwargs):
+        start = time.perf_counter()
+        results[key] = func(*args, **kwargs)
+        timings[key] = time.perf_counter() - start
+        return results[key]
+
+    cubic = timed("relax", relax, bulk("Ni", "fcc", a=3.52, cubic=True), calc, fmax=min(fmax, 0.005),
+                  progress=False).atoms
+    timed("eos", eos, cubic, calc, progress=False)
+    timed("elastic", elastic_constants, cubic, calc, progress=False)
+    a0 = defects.fcc_lattice_parameter(cubic)[1]
+    timed("phonons", phonons, bulk("Ni", "fcc", a=a0), calc, supercell=settings["phonon_supercell"], mesh=10,
+          progress=False)
+    timed("vacancy", defects.vacancy_formation_energy, cubic, calc, sizes=settings["vacancy_sizes"], fmax=fmax,
+          progress=False)
+    timed("stacking_fault", defects.generalized_stacking_fault, cubic, calc, n_layers=settings["gsf_layers"],
+          n_points=settings["gsf_points"], fmax=fmax, progress=False)
+    timed("surfaces", defects.surface_energies, cubic, calc, thickness_angstrom=settings["surface_thickness"],
+          fmax=fmax, progress=False)
+    return results, timings
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=("ci", "full"), default="full")
+    parser.add_argument("--models", nargs="+", default=None, help="default: every model available offline")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/ni_properties.json)")
+    args = parser.parse_args(argv)
+
+    models = args.models or offline_models()
+    settings = SETTINGS[args.profile]
+    out = Path(args.out or Path(__file__).parent / "results" / "ni_properties.json")
+    table = defects.literature_values()
+    report = {"benchmark": "ni_properties", "profile": args.profile, "settings": settings,
+              "command": "python benchmarks/ni_properties.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "models": {}}
+    for name in models:
+        calc = load_calculator(name, device=args.device, threads=args.threads)
+        start = time.perf_counter()
+        results, timings = run_model(calc, settings)
+        wall = time.perf_counter() - start
+        rows = defects.comparison_rows(results, table)
+        report["models"][name] = {
+            "properties": {row["property"]: row for row in rows},
+            "stacking_fault_curve_mj_m2": results["stacking_fault"].gamma_mj_m2,
+            "vacancy_by_size_ev": dict(zip(results["vacancy"].n_atoms, results["vacancy"].e_vac_by_size_ev)),
+            "surface_layers": results["surfaces"].n_layers,
+            "wall_s": wall,
+            "wall_s_by_property": timings,
+            "model": getattr(calc, "umlip_info", {}),
+        }
+        line = ", ".join(f"{r['property']} {r['value']:.4g}" + (f" ({r['percent_error']:+.1f}%)"
+                                                                 if r["percent_error"] is not None else "")
+                         for r in rows)
+        print(f"{name} ({wall:.0f} s): {line}", flush=True)
+        atomic_write_json(out, report)  # keep what is done if a later model fails
+    baseline = report["models"][models[0]]["wall_s"]
+    for entry in report["models"].values():
+        entry["speed_relative_to_first_model"] = baseline / entry["wall_s"]
+    report["provenance"] = provenance(None, profile=args.profile, models=models, threads=args.threads, **settings)
+    atomic_write_json(out, report)
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
