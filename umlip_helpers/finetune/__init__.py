@@ -1,0 +1,254 @@
+"""Fine-tuning: one entry point, :func:`finetune`, for every family and strategy (full, head, LoRA).
+
+The output directory holds the fine-tuned weights (LoRA adapters or trained tensors, safetensors), the manifest
+``umlip_model.json`` and the training log; ``load_calculator(out_dir)`` loads it as an ASE calculator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Literal
+
+import numpy as np
+
+from ..data import DFTDataset, check_frames, read_dataset, random_split
+from ..errors import DataValidationError, UmlipError, UnsupportedElements
+from ..io import atomic_write_json, provenance, sha256_file
+from ..models.loading import MANIFEST_NAME, load_calculator, supported_elements
+from ..results import Result
+from .adapters import adapter_for
+from .io import MANIFEST_FORMAT
+from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
+from .trainer import (CHECKPOINT_NAME, Hyperparameters, LossWeights, align_energies, errors, make_samples,
+                      peak_memory_mb, predict_all, prepare_samples)
+from .trainer import train as run_training
+
+__all__ = ["FinetuneReport", "LossWeights", "cli_finetune", "finetune"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneReport(Result):
+    out_dir: str
+    strategy: str
+    base_model: str
+    n_train_frames: int
+    n_val_frames: int
+    epochs_run: int
+    best_epoch: int
+    trainable_parameters: int
+    total_parameters: int
+    trainable_fraction: float
+    energy_shifts_ev: dict
+    #: MAEs before/after on the validation frames (training frames when there are none):
+    #: energy_mae_mev_per_atom (base after alignment), forces_mae_ev_per_angstrom, stress_mae_gpa
+    before: dict
+    after: dict
+    base_energy_mae_unaligned_mev_per_atom: float
+    seconds_per_epoch: float
+    peak_memory_mb: float
+    log: list
+    provenance: dict
+
+    summary_fields: ClassVar[tuple[str, ...]] = (
+        "strategy", "base_model", "n_train_frames", "epochs_run", "best_epoch", "trainable_fraction",
+        "seconds_per_epoch", "peak_memory_mb")
+
+    def calculator(self, device: str = "auto"):
+        """The fine-tuned model as an ASE calculator."""
+        return load_calculator(self.out_dir, device=device)
+
+    def plot(self, ax=None):
+        """Learning curves: training and validation loss per epoch."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.5))
+        epochs = [row["epoch"] for row in self.log]
+        ax.semilogy(epochs, [row["train_loss"] for row in self.log], "o-", label="train")
+        if self.log and "val_loss" in self.log[0]:
+            ax.semilogy(epochs, [row["val_loss"] for row in self.log], "s-", label="validation")
+        ax.axvline(self.best_epoch, color="grey", ls=":", lw=1)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("weighted loss")
+        ax.set_title(f"{self.base_model}, {self.strategy}")
+        ax.legend()
+        return ax
+
+
+def _as_dataset(data: Any, label: str, require: tuple[str, ...], max_frames: int | None) -> DFTDataset:
+    if isinstance(data, (str, os.PathLike)):
+        return read_dataset(data, max_frames=max_frames, require=require)
+    dataset = data if isinstance(data, DFTDataset) else DFTDataset(list(data), name=label)
+    if max_frames is not None:
+        dataset = dataset[:max_frames]
+    check_frames(dataset, require=require)
+    return dataset
+
+
+def _base_descriptor(calc: Any) -> dict[str, Any]:
+    info = dict(getattr(calc, "umlip_info", {}) or {})
+    version = str(info.get("version", ""))
+    by_path = version == "user checkpoint" or "base_model" in info  # a checkpoint file or a fine-tuned directory
+    load = info.get("checkpoint") if by_path else info.get("name")
+    return {"name": info.get("name"), "family": info.get("family"), "version": info.get("version"),
+            "sha256": info.get("sha256"), "load": load}
+
+
+def finetune(
+    model: Any = "sevennet-0",
+    train: Any = None,
+    val: Any = None,
+    strategy: Literal["lora", "head", "full"] = "lora",
+    out: str | os.PathLike | None = None,
+    *,
+    epochs: int = 10,
+    batch_size: int = 4,
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    max_grad_norm: float = 10.0,
+    patience: int = 5,
+    loss_weights: LossWeights | None = None,
+    lora_rank: int | None = None,
+    lora_alpha: float | None = None,
+    max_frames: int | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+) -> FinetuneReport:
+    """Fine-tune ``model`` (name, checkpoint, or a calculator from ``load_calculator``, trained in place) on DFT
+    frames; the fine-tuned model is written to ``out`` (a new temporary directory when None).
+
+    ``train``/``val``: a file (vasprun.xml, OUTCAR, extxyz), a :class:`DFTDataset` or labelled frames. Without
+    ``val``, ``val_fraction`` of the training frames (when there are 10 or more) are held out for early stopping.
+    The base model's energy reference is first aligned to DFT with per-element shifts fitted on the training
+    frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`). The same inputs
+    and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint.
+    """
+    import torch
+
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    if train is None:
+        raise DataValidationError([("train", None, "dataset", "no training data given")])
+    weights = loss_weights or LossWeights()
+    require = ("energy",) + (("forces",) if weights.forces_ev_per_angstrom else ()) + (
+        ("stress",) if weights.stress_gpa else ())
+    train_set = _as_dataset(train, "train", require, max_frames)
+    val_set = _as_dataset(val, "val", require, None) if val is not None else None
+    if val_set is None and len(train_set) >= 10 and val_fraction > 0:
+        train_set, val_set = random_split(train_set, (1 - val_fraction, val_fraction), seed=seed)
+    out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="umlip-finetune-"))
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise UmlipError(f"{out} already holds a training run; pass resume=True (--resume) or choose a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(seed)
+    calc = model if hasattr(model, "get_potential_energy") or hasattr(model, "calculate") else \
+        load_calculator(model, device=device)
+    covered = supported_elements(calc)
+    if covered is not None:
+        for dataset in (train_set, val_set):
+            missing = sorted(set(dataset.elements) - covered) if dataset is not None else []
+            if missing:
+                raise UnsupportedElements(f"{dataset.name}: element(s) {', '.join(missing)} are not covered by "
+                                          f"{_base_descriptor(calc)['name']!r}")
+    adapter = adapter_for(calc)
+    module = adapter.module(calc)
+    run_device = str(getattr(calc, "device", "cpu"))
+    base_info = _base_descriptor(calc)
+
+    prepared_train = prepare_samples(adapter, calc, train_set, "train", progress)
+    prepared_val = prepare_samples(adapter, calc, val_set, "val", progress) if val_set else None
+    base_train = predict_all(adapter, module, prepared_train, "base, train", progress)
+    base_val = predict_all(adapter, module, prepared_val, "base, val", progress) if val_set else None
+    shifts = align_energies(train_set, base_train)
+    eval_set, base_eval = (val_set, base_val) if val_set else (train_set, base_train)
+    before = errors(eval_set, base_eval, shifts)
+    unaligned = errors(eval_set, base_eval, None)["energy_mae_mev_per_atom"]
+
+    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
+    peft_model = apply_strategy(module, adapter, strategy, lora_rank, lora_alpha)
+    trainable, total = parameter_counts(module)
+    hp = Hyperparameters(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         max_grad_norm=max_grad_norm, patience=patience, seed=seed, lora_rank=lora_rank,
+                         lora_alpha=lora_alpha, weights=weights)
+    train_samples = make_samples(train_set, prepared_train, shifts, run_device)
+    val_samples = make_samples(val_set, prepared_val, shifts, run_device) if val_set else None
+    started = time.perf_counter()
+    outcome = run_training(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
+                    callback=callback)
+    elapsed = time.perf_counter() - started
+
+    weights_path = save_weights(out, module, peft_model, strategy)
+    if peft_model is not None:
+        peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
+    module.eval()
+    after = errors(eval_set, predict_all(adapter, module, prepared_val or prepared_train, "fine-tuned", progress),
+                   shifts)
+    lora = None
+    if strategy == "lora":
+        lora = {"r": hp.lora_rank or adapter.lora_rank, "lora_alpha": lora_alpha, "target_modules": adapter.lora_targets}
+    log = outcome["log"]
+    report = FinetuneReport(
+        out_dir=str(out), strategy=strategy, base_model=str(base_info["name"]), n_train_frames=len(train_set),
+        n_val_frames=len(val_set) if val_set else 0, epochs_run=len(log), best_epoch=outcome["best_epoch"],
+        trainable_parameters=trainable, total_parameters=total, trainable_fraction=trainable / total,
+        energy_shifts_ev=shifts, before=before, after=after, base_energy_mae_unaligned_mev_per_atom=unaligned,
+        seconds_per_epoch=float(np.mean([row["seconds"] for row in log])) if log else float("nan"),
+        peak_memory_mb=peak_memory_mb(run_device), log=log,
+        provenance=provenance(calc, strategy=strategy, hyperparameters=dataclasses.asdict(hp),
+                              train=str(train) if isinstance(train, (str, os.PathLike)) else train_set.name,
+                              train_sha256=train_set.sha256(), training_seconds=elapsed),
+    )
+    manifest = {
+        "format": MANIFEST_FORMAT,
+        "base_model": base_info,
+        "strategy": strategy,
+        "weights_file": weights_path.name,
+        "weights_sha256": sha256_file(weights_path),
+        "lora": lora,
+        "hyperparameters": dataclasses.asdict(hp),
+        "data": {
+            "train": {"name": train_set.name, "n_frames": len(train_set), "sha256": train_set.sha256()},
+            "val": {"name": val_set.name, "n_frames": len(val_set), "sha256": val_set.sha256()} if val_set else None,
+        },
+        "energy_shifts_ev": shifts,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "report": {k: v for k, v in report.to_dict().items() if k not in ("log", "provenance")},
+        "provenance": report.provenance,
+    }
+    atomic_write_json(out / MANIFEST_NAME, manifest)
+    _plot_learning_curve(report, out / "learning_curve.png")
+    return report
+
+
+def _plot_learning_curve(report: FinetuneReport, path: Path) -> None:
+    import io as _io
+
+    from matplotlib.figure import Figure
+
+    from ..io import atomic_write_bytes
+
+    figure = Figure(figsize=(5, 3.5))
+    report.plot(figure.subplots())
+    buffer = _io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def cli_finetune(args) -> dict[str, Any]:
+    """``umlip finetune``: arguments are fixed in :mod:`umlip_helpers.cli`."""
+    from ..models.loading import set_threads
+
+    set_threads(args.threads)
+    report = finetune(args.model, args.train, args.val, strategy=args.strategy, out=args.out, epochs=args.epochs,
+                      max_frames=args.max_frames, device=args.device, resume=args.resume)
+    return {k: v for k, v in report.to_dict().items() if k != "log"}
