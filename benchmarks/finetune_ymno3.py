@@ -1,6 +1,6 @@
 """Fine-tuning SevenNet-0 and CHGNet on YMnO3 (real VASP frames): accuracy on held-out frames and cost.
 
-    python benchmarks/finetune_ymno3.py [--profile ci|full] [--models sevennet-0,chgnet-0.3.0]
+    python benchmarks/finetune_ymno3.py [--profile ci|cpu|full] [--models sevennet-0,chgnet-0.3.0]
                                         [--strategies lora,head,full] [--out benchmarks/results/finetune_ymno3.json]
 
 Frames are shuffled once (seed 0) and cut into a test block (never trained on), a validation block (early
@@ -38,6 +38,8 @@ TARGETS = {"forces_mae_ev_per_angstrom": 0.030, "stress_mae_gpa": 0.5, "energy_m
 PROFILES = {
     # CPU, shared cores: a few frames and epochs, enough to check the pipeline and measure the cost
     "ci": {"n_train": 2, "n_val": 1, "n_test": 2, "epochs": 2, "batch_size": 1, "patience": 5},
+    # CPU, about 15 minutes for one model and strategy: enough training to see the errors move
+    "cpu": {"n_train": 10, "n_val": 2, "n_test": 5, "epochs": 6, "batch_size": 2, "patience": 3},
     # GPU: the issue's setting (<= 50 training frames), 50 held-out test frames
     "full": {"n_train": 50, "n_val": 10, "n_test": 50, "epochs": 60, "batch_size": 5, "patience": 10},
 }

@@ -1,0 +1,145 @@
+"""Online active learning with SevenNet-0 as the surrogate and EMT as the parent (real calculators throughout)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase.build import add_adsorbate, bulk, fcc111
+from ase.calculators.emt import EMT
+from ase.constraints import FixAtoms
+
+from umlip_helpers.active import ActiveLearningFailed, parent_bfgs, relax_active
+from umlip_helpers.active.head_fit import predict
+from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
+from umlip_helpers.active.uncertainty import DescriptorDistance
+from umlip_helpers.parents import emt_parent
+
+
+def cu_slab_with_o():
+    slab = fcc111("Cu", (2, 2, 3), vacuum=6.0)
+    add_adsorbate(slab, "O", 1.5, "fcc")
+    slab.set_constraint(FixAtoms(indices=[atom.index for atom in slab if atom.tag == 3]))
+    return slab
+
+
+@pytest.fixture(scope="module")
+def cu_o_runs(sevennet0):
+    slab = cu_slab_with_o()
+    baseline = parent_bfgs(slab, emt_parent(), fmax=0.03)
+    active = relax_active(slab, sevennet0, emt_parent(), fmax=0.03, progress=False)
+    return slab, baseline, active
+
+
+@pytest.mark.slow
+def test_online_learner_reaches_parent_minimum_with_fewer_parent_calls(cu_o_runs):
+    _, baseline, active = cu_o_runs
+    assert baseline["converged"]
+    assert active.converged
+    assert active.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
+    assert active.n_parent_calls < baseline["n_parent_calls"]
+    assert sum(active.is_parent_call) == active.n_parent_calls
+    assert active.n_surrogate_steps == len(active.is_parent_call) - active.n_parent_calls
+    assert active.parent_seconds > 0 and active.surrogate_seconds > 0 and active.training_seconds > 0
+
+
+@pytest.mark.slow
+def test_final_point_is_parent_verified(cu_o_runs):
+    slab, _, active = cu_o_runs
+    assert active.is_parent_call[-1]
+    final = slab.copy()
+    final.positions = active.positions_angstrom[-1]
+    final.calc = EMT()
+    assert final.get_potential_energy() == pytest.approx(active.final_parent_energy_ev, abs=1e-9)
+    assert constrained_fmax(final, final.get_forces(apply_constraint=False)) <= 0.03
+    assert active.final_parent_fmax_ev_per_angstrom <= 0.03
+    record = active.to_dict()
+    assert record["provenance"]["parameters"]["parent"]["name"] == "emt"
+    json.dumps(record)  # JSON-able
+
+
+class FlakyDFT:
+    """EMT that fails like an SCF crash on its third call."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, atoms):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("SCF did not converge")
+        return EMT()
+
+
+@pytest.mark.slow
+def test_parent_failure_keeps_the_trajectory(sevennet0, tmp_path):
+    out = tmp_path / "partial.json"
+    with pytest.raises(ActiveLearningFailed, match="SCF did not converge.*after 2 parent calls") as caught:
+        relax_active(cu_slab_with_o(), sevennet0, FlakyDFT(), k=3, progress=False, trajectory_json=out)
+    partial = caught.value.result
+    assert partial.n_parent_calls == 2
+    assert not partial.converged
+    assert partial.is_parent_call[0] and len(partial.is_parent_call) == len(partial.positions_angstrom) > 2
+    saved = json.loads(out.read_text())
+    assert saved["n_parent_calls"] == 2 and saved["stop_reason"].startswith("parent failed")
+    assert len(saved["energies_ev"]) == len(partial.energies_ev)
+
+
+def test_readout_fit_beats_base_model_on_fitted_frames(sevennet0):
+    frames = []
+    for seed in range(2):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+        atoms.rattle(0.1, seed=seed)
+        atoms.calc = EMT()
+        frames.append((atoms, atoms.get_potential_energy(), atoms.get_forces()))
+    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, anchor=False, committee_size=0, seed=0)
+    for atoms, energy, forces in frames:
+        surrogate.add_parent_frame(atoms, energy, forces)
+    for frame in surrogate.frames:
+        base_rmse = np.sqrt(((frame.base_forces - frame.forces) ** 2).mean())
+        fitted_energy, fitted_forces = predict(frame, surrogate.coefficients, surrogate.offset_per_atom)
+        fit_rmse = np.sqrt(((fitted_forces - frame.forces) ** 2).mean())
+        assert fit_rmse < 0.7 * base_rmse
+    # the fitted readout, loaded into the model, reproduces the closed-form prediction
+    atoms, energy, forces = frames[0]
+    direct = surrogate.readout.evaluate(atoms)
+    np.testing.assert_allclose(direct.forces, predict(surrogate.frames[0], surrogate.coefficients, 0.0)[1], atol=1e-3)
+    assert abs(fitted_energy - frames[-1][1]) < abs(surrogate.frames[-1].base_energy_ev
+                                                     + surrogate.offset_per_atom * len(atoms) - frames[-1][1]) + 1e-6
+
+
+def test_descriptor_distance_flags_unseen_environments(sevennet0):
+    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, anchor=False, committee_size=0, seed=0)
+    readout = surrogate.readout
+    seen = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+    nearby = seen.copy()
+    seen.rattle(0.05, seed=2)
+    nearby.rattle(0.05, seed=3)
+    unseen = fcc111("Cu", (2, 2, 2), vacuum=5.0)  # surface atoms: new environments
+    distance = DescriptorDistance(readout.evaluate(seen).atom_features)
+    assert distance.score(readout.evaluate(unseen).atom_features) > 10 * distance.score(
+        readout.evaluate(nearby).atom_features)
+
+
+def test_bad_arguments_are_rejected(sevennet0):
+    with pytest.raises(ValueError, match="query must be"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), query="every_step")
+
+
+@pytest.mark.slow
+def test_cli_relax_active_writes_json(tmp_path):
+    from ase.io import write
+
+    from umlip_helpers.cli import main
+
+    structure = tmp_path / "cu_rattled.xyz"
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, seed=4)
+    write(structure, atoms)
+    out = tmp_path / "active.json"
+    assert main(["relax-active", "--model", "sevennet-0", "--device", "cpu", "--parent", "emt",
+                 "--structure", str(structure), "--fmax", "0.05", "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["converged"] and record["final_parent_fmax_ev_per_angstrom"] <= 0.05
+    assert record["is_parent_call"][-1] and record["n_parent_calls"] >= 1

@@ -1,0 +1,23 @@
+"""Online active learning with a parent calculator: the FINETUNA-style learner, closed-form readout fits,
+and uncertainty (committee spread, descriptor distance)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .online import ActiveLearningFailed, ActiveRelaxResult, parent_bfgs, relax_active
+
+__all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "cli_relax_active", "parent_bfgs", "relax_active"]
+
+
+def cli_relax_active(args) -> dict[str, Any]:
+    """``umlip relax-active``: relax a structure file with the online learner; returns the result's fields."""
+    from ase.io import read
+
+    from ..models import load_calculator
+    from ..parents import make_parent
+
+    atoms = read(args.structure)
+    calc = load_calculator(args.model, device=args.device, threads=args.threads)
+    result = relax_active(atoms, calc, parent=make_parent(args.parent), fmax=args.fmax)
+    return {"type": type(result).__name__, **result.to_dict()}

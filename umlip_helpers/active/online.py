@@ -1,0 +1,382 @@
+"""Online active learning (FINETUNA-style): relax on the surrogate, query the parent, refit the readout, repeat.
+
+Musielewicz et al., Mach. Learn.: Sci. Technol. 3, 03LT01 (2022), doi:10.1088/2632-2153/ac8fe0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import numpy as np
+from ase.calculators.calculator import Calculator, all_changes
+
+from ..errors import UmlipError
+from ..io import provenance
+from ..results import Result
+from ..parents import Parent, ParentFailed, parent_info, parent_single_point
+from .head_fit import FitFrame, fit_readout, predict, readout_for
+from .uncertainty import DescriptorDistance, committee_coefficients, committee_force_std
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+Query = Literal["k_steps", "relax_only", "uncertainty"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ActiveRelaxResult(Result):
+    converged: bool
+    n_parent_calls: int
+    n_surrogate_steps: int
+    final_parent_energy_ev: float
+    final_parent_fmax_ev_per_angstrom: float
+    #: one entry per trajectory point: parent energy at parent calls, else the surrogate's (offset-aligned)
+    energies_ev: list
+    is_parent_call: list
+    positions_angstrom: np.ndarray
+    symbols: list
+    cell_angstrom: np.ndarray
+    pbc: list
+    #: at each parent call after the first: what the surrogate predicted there, and how wrong it was
+    committee_force_std_ev_per_angstrom: list
+    descriptor_q_score: list
+    true_force_error_ev_per_angstrom: list
+    surrogate_seconds: float
+    parent_seconds: float
+    training_seconds: float
+    wall_seconds: float
+    stop_reason: str
+    provenance: dict
+
+    summary_fields: ClassVar[tuple[str, ...]] = (
+        "converged", "n_parent_calls", "n_surrogate_steps", "final_parent_energy_ev",
+        "final_parent_fmax_ev_per_angstrom", "surrogate_seconds", "parent_seconds", "training_seconds",
+        "wall_seconds")
+
+    def final_atoms(self) -> "Atoms":
+        from ase import Atoms
+
+        return Atoms(self.symbols, positions=self.positions_angstrom[-1], cell=self.cell_angstrom, pbc=self.pbc)
+
+    def plot(self, ax=None):
+        """Energy along the relaxation; parent calls are marked."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        energies = np.asarray(self.energies_ev, dtype=float)
+        parent = np.asarray(self.is_parent_call, dtype=bool)
+        steps = np.arange(energies.size)
+        ax.plot(steps, energies, "-", color="grey", lw=1, label="surrogate steps")
+        ax.plot(steps[parent], energies[parent], "o", color="C3", label=f"parent calls ({parent.sum()})")
+        ax.set_xlabel("relaxation step")
+        ax.set_ylabel("energy (eV)")
+        ax.legend()
+        return ax
+
+
+class ActiveLearningFailed(UmlipError, RuntimeError):
+    """The relaxation stopped on an error; ``result`` holds the trajectory up to that point."""
+
+    def __init__(self, message: str, result: ActiveRelaxResult):
+        super().__init__(message)
+        self.result = result
+
+
+class OnlineSurrogate(Calculator):
+    """The model with a refitted readout, an energy offset, and an anchor that reproduces the last parent point.
+
+    The anchor adds the fit's residual force at the newest parent point as a constant force (and the matching
+    linear energy term), so at that point the surrogate's forces equal the parent's.
+    """
+
+    implemented_properties = ["energy", "forces"]
+
+    def __init__(self, model_calc, rank: int, ridge: float, anchor: bool, committee_size: int, seed: int):
+        super().__init__()
+        self.readout = readout_for(model_calc)
+        self.rank, self.ridge, self.anchor, self.committee_size, self.seed = rank, ridge, anchor, committee_size, seed
+        self.frames: list[FitFrame] = []
+        self.frame_features: list[np.ndarray] = []
+        self.positions: list[np.ndarray] = []
+        self.coefficients = np.zeros(0)
+        self.offset_per_atom = 0.0
+        self.anchor_positions = None
+        self.anchor_energy = 0.0
+        self.anchor_forces = None
+        self.committee_directions = np.zeros((0, 0))
+        self.descriptor: DescriptorDistance | None = None
+        self.with_uncertainty = False
+        self.last_uncertainty = (float("nan"), float("nan"))
+        self.seconds = 0.0
+
+    def add_parent_frame(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> None:
+        """Linearise at ``atoms``, refit the readout on every parent frame so far, and re-anchor."""
+        if self.readout.basis is None:
+            self.readout.choose_basis(self.readout.evaluate(atoms).atom_features, self.rank)
+            self.coefficients = np.zeros(self.readout.basis.shape[1])
+        k = self.coefficients.size
+        ev = self.readout.evaluate(atoms, directions=np.eye(k))
+        base_energy = ev.energy_ev - ev.phi @ self.coefficients
+        base_forces = ev.forces - np.tensordot(self.coefficients, ev.phi_forces, axes=1)
+        self.frames.append(FitFrame(energy, forces, base_energy, base_forces, ev.phi, ev.phi_forces))
+        self.frame_features.append(ev.atom_features)
+        self.coefficients, self.offset_per_atom = self.fit()
+        self.readout.set_coefficients(self.coefficients)
+        self.positions.append(atoms.get_positions())
+        self.anchor_at(len(self.frames) - 1)
+        if self.committee_size > 1 and self.training_frames():
+            replicas = committee_coefficients(self.training_frames(), self.committee_size, self.ridge,
+                                              self.seed + len(self.frames))
+            self.committee_directions = replicas - replicas.mean(axis=0)
+        self.descriptor = DescriptorDistance(np.vstack(self.frame_features))
+        self.reset()
+
+    def anchor_at(self, index: int) -> None:
+        """Make the surrogate reproduce parent frame ``index`` exactly (a constant force and energy correction)."""
+        frame = self.frames[index]
+        fitted_energy, fitted_forces = predict(frame, self.coefficients, self.offset_per_atom)
+        self.anchor_positions = self.positions[index]
+        self.anchor_energy = frame.energy_ev - fitted_energy if self.anchor else 0.0
+        self.anchor_forces = frame.forces - fitted_forces if self.anchor else np.zeros_like(frame.forces)
+        self.reset()
+
+    def training_frames(self) -> list[FitFrame]:
+        """With the anchor: earlier frames as differences from the newest one (the anchor fixes the newest point
+        exactly, so the readout only has to learn how energy and forces change away from it)."""
+        if not self.anchor:
+            return self.frames
+        last = self.frames[-1]
+        return [FitFrame(f.energy_ev - last.energy_ev, f.forces - last.forces, f.base_energy_ev - last.base_energy_ev,
+                         f.base_forces - last.base_forces, f.phi - last.phi, f.phi_forces - last.phi_forces)
+                for f in self.frames[:-1]]
+
+    def fit(self) -> tuple[np.ndarray, float]:
+        frames = self.training_frames()
+        if not frames:
+            return np.zeros_like(self.coefficients), 0.0
+        coefficients, offset = fit_readout(frames, ridge=self.ridge)
+        return coefficients, 0.0 if self.anchor else offset
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        start = time.perf_counter()
+        directions = self.committee_directions if self.with_uncertainty else None
+        ev = self.readout.evaluate(self.atoms, directions=directions)
+        displacement = self.atoms.get_positions() - self.anchor_positions
+        self.results["energy"] = (ev.energy_ev + self.offset_per_atom * len(self.atoms) + self.anchor_energy
+                                  - float((self.anchor_forces * displacement).sum()))
+        self.results["forces"] = ev.forces + self.anchor_forces
+        if self.with_uncertainty:
+            std = committee_force_std(ev.phi_forces) if ev.phi_forces is not None else float("nan")
+            self.last_uncertainty = (std, self.descriptor.score(ev.atom_features))
+        self.seconds += time.perf_counter() - start
+
+
+def constrained_fmax(atoms: "Atoms", forces: np.ndarray) -> float:
+    forces = forces.copy()
+    for constraint in atoms.constraints:
+        constraint.adjust_forces(atoms, forces)
+    return float(np.linalg.norm(forces, axis=1).max())
+
+
+def relax_active(
+    atoms: "Atoms",
+    model: Any = "sevennet-0",
+    parent: Parent | None = None,
+    fmax: float = 0.03,
+    query: Query = "k_steps",
+    k: int = 10,
+    *,
+    surrogate_fmax_ratio: float = 0.5,
+    trust_radius_angstrom: float = 0.25,
+    max_trust_radius_angstrom: float = 0.5,
+    uphill_tolerance_ev: float = 1e-3,
+    uncertainty_threshold_ev_per_angstrom: float = 0.05,
+    rank: int = 8,
+    ridge: float = 1e-2,
+    anchor: bool = True,
+    committee_size: int = 4,
+    maxstep: float = 0.2,
+    max_parent_calls: int = 100,
+    max_surrogate_steps: int = 2000,
+    trajectory_json: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    progress: bool = True,
+) -> ActiveRelaxResult:
+    """Relax ``atoms`` to parent forces ≤ ``fmax`` eV/Å, calling the parent only when ``query`` says so.
+
+    The optimiser (ASE BFGS) follows the surrogate. ``query``: ``"k_steps"`` calls the parent every ``k``
+    surrogate steps and whenever the surrogate converges (to ``surrogate_fmax_ratio * fmax``) or an atom leaves
+    the trust radius around the last parent point; ``"relax_only"``
+    only when it converges; ``"uncertainty"`` when the committee force spread exceeds
+    ``uncertainty_threshold_ev_per_angstrom`` (or after ``k`` steps, or on convergence). Every parent point
+    refits the readout (closed form, :mod:`.head_fit`) on all parent frames so far and restarts BFGS (Hessian
+    reset). The trust radius starts at ``trust_radius_angstrom`` and adapts as in trust-region methods: a segment
+    that raises the parent energy by more than ``uphill_tolerance_ev`` is rejected (back to the previous point, radius halved); one whose energy drop
+    the surrogate predicted well doubles it (up to ``max_trust_radius_angstrom``). The relaxation ends only at a
+    parent-verified point. ``model`` is a calculator or a model name;
+    ``parent`` an ASE calculator or a per-structure factory (default: EMT). With ``trajectory_json`` the
+    trajectory so far is written (atomically) after every parent call.
+    """
+    from ase.optimize import BFGS
+    from tqdm.auto import tqdm
+
+    from ..models import load_calculator
+    from ..models.loading import check_elements
+    from ..parents import emt_parent
+
+    if query not in ("k_steps", "relax_only", "uncertainty"):
+        raise ValueError(f"query must be k_steps, relax_only or uncertainty, not {query!r}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    calc = load_calculator(model, device=device) if isinstance(model, (str, Path)) else model
+    check_elements(atoms, calc)
+    parent = emt_parent() if parent is None else parent
+    surrogate = OnlineSurrogate(calc, rank=rank, ridge=ridge, anchor=anchor,
+                                committee_size=committee_size if committee_size > 1 else 0, seed=seed)
+    surrogate.with_uncertainty = query == "uncertainty" and committee_size > 1
+    params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
+                  trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
+                  uphill_tolerance_ev=uphill_tolerance_ev, rank=rank, ridge=ridge,
+                  anchor=anchor, committee_size=committee_size, maxstep=maxstep,
+                  uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
+                  parent=parent_info(parent))
+    work = atoms.copy()
+    work.calc = surrogate
+    record: dict[str, list] = {"energies": [], "parent": [], "positions": [], "std": [], "q": [], "err": []}
+    clock = {"parent": 0.0, "training": 0.0, "start": time.perf_counter()}
+    state = {"energy": float("nan"), "fmax": float("nan"), "steps": 0, "reason": "", "calls": 0}
+
+    def result() -> ActiveRelaxResult:
+        return ActiveRelaxResult(
+            converged=state["reason"] == "parent fmax reached", n_parent_calls=state["calls"],
+            n_surrogate_steps=state["steps"], final_parent_energy_ev=state["energy"],
+            final_parent_fmax_ev_per_angstrom=state["fmax"], energies_ev=list(record["energies"]),
+            is_parent_call=list(record["parent"]), positions_angstrom=np.array(record["positions"]),
+            symbols=work.get_chemical_symbols(), cell_angstrom=np.array(work.cell[:]), pbc=work.pbc.tolist(),
+            committee_force_std_ev_per_angstrom=list(record["std"]), descriptor_q_score=list(record["q"]),
+            true_force_error_ev_per_angstrom=list(record["err"]), surrogate_seconds=surrogate.seconds,
+            parent_seconds=clock["parent"], training_seconds=clock["training"],
+            wall_seconds=time.perf_counter() - clock["start"], stop_reason=state["reason"],
+            provenance=provenance(calc, **params))
+
+    free = np.ones(len(work), dtype=bool)
+    for constraint in work.constraints:
+        if hasattr(constraint, "get_indices"):
+            free[constraint.get_indices()] = False
+    bar = tqdm(total=None, desc=f"relax_active {work.get_chemical_formula()}", unit=" parent calls",
+               disable=not progress, leave=False)
+    radius = trust_radius_angstrom
+    accepted = None  # (frame index, parent energy) of the last accepted parent point
+    while True:
+        # parent call at the current point
+        if state["calls"] > 0 and committee_size > 1:  # what the surrogate believed here, before seeing the parent
+            surrogate.with_uncertainty = True
+            surrogate.reset()
+            predicted = work.get_forces(apply_constraint=False)
+            record["std"].append(surrogate.last_uncertainty[0])
+            record["q"].append(surrogate.last_uncertainty[1])
+            surrogate.with_uncertainty = query == "uncertainty"
+        start = time.perf_counter()
+        try:
+            energy, forces = parent_single_point(parent, work)
+        except ParentFailed as exc:
+            if record["std"] and len(record["std"]) > len(record["err"]):
+                record["std"].pop(), record["q"].pop()
+            bar.close()
+            state["reason"] = f"parent failed: {exc}"
+            partial = result()
+            if trajectory_json:
+                partial.save_json(trajectory_json)
+            raise ActiveLearningFailed(f"{exc} (after {state['calls']} parent calls and {state['steps']} "
+                                       f"surrogate steps; the trajectory so far is on .result"
+                                       + (f" and in {trajectory_json})" if trajectory_json else ")"), partial) from exc
+        clock["parent"] += time.perf_counter() - start
+        if state["calls"] > 0 and committee_size > 1:
+            record["err"].append(float(np.linalg.norm((predicted - forces)[free], axis=1).max()))
+        state["calls"] += 1
+        state["energy"], state["fmax"] = energy, constrained_fmax(work, forces)
+        record["energies"].append(energy)
+        record["parent"].append(True)
+        record["positions"].append(work.get_positions())
+        bar.update(1)
+        bar.set_postfix(parent_fmax=f"{state['fmax']:.3f}", surrogate_steps=state["steps"])
+        if state["fmax"] <= fmax:
+            state["reason"] = "parent fmax reached"
+            break
+        if state["calls"] >= max_parent_calls or state["steps"] >= max_surrogate_steps:
+            state["reason"] = "max_parent_calls reached" if state["calls"] >= max_parent_calls else \
+                "max_surrogate_steps reached"
+            break
+        predicted_energy = work.get_potential_energy() if accepted is not None else energy
+        start = time.perf_counter()
+        surrogate.add_parent_frame(work, energy, forces)
+        clock["training"] += time.perf_counter() - start
+        # trust region: compare the parent's energy change with the surrogate's prediction for this segment
+        if accepted is not None:
+            actual, predicted = energy - accepted[1], predicted_energy - accepted[1]
+            if actual > uphill_tolerance_ev:  # reject: back to the last accepted point with a smaller radius
+                radius = max(radius / 2, 0.01)
+                work.positions = surrogate.positions[accepted[0]]
+                surrogate.anchor_at(accepted[0])
+            else:
+                ratio = actual / predicted if predicted < 0 else 1.0
+                radius = min(radius * 2, max_trust_radius_angstrom) if ratio > 0.75 else \
+                    max(radius / 2, 0.01) if ratio < 0.25 else radius
+                accepted = (len(surrogate.frames) - 1, energy)
+        else:
+            accepted = (0, energy)
+        if trajectory_json:
+            result().save_json(trajectory_json)
+
+        # surrogate relaxation from the parent point, with a fresh BFGS Hessian
+        optimizer = BFGS(work, maxstep=min(maxstep, radius), logfile=None)
+        segment = 0
+        while state["steps"] < max_surrogate_steps:
+            surrogate_forces = work.get_forces()
+            if segment > 0:
+                record["energies"].append(work.get_potential_energy())
+                record["parent"].append(False)
+                record["positions"].append(work.get_positions())
+                if np.linalg.norm(surrogate_forces, axis=1).max() < surrogate_fmax_ratio * fmax:
+                    break
+                if query == "k_steps" and segment >= k:
+                    break
+                moved = np.linalg.norm(work.get_positions() - surrogate.anchor_positions, axis=1).max()
+                if moved >= radius - 1e-9:
+                    break
+                if query == "uncertainty" and (segment >= k or surrogate.last_uncertainty[0]
+                                               > uncertainty_threshold_ev_per_angstrom):
+                    break
+            optimizer.step()
+            segment += 1
+            state["steps"] += 1
+    bar.close()
+    final = result()
+    if trajectory_json:
+        final.save_json(trajectory_json)
+    return final
+
+
+def parent_bfgs(atoms: "Atoms", parent: Parent, fmax: float = 0.03, maxstep: float = 0.2, max_steps: int = 1000
+                ) -> dict[str, Any]:
+    """The baseline: BFGS on the parent alone. Returns parent calls, final energy and fmax, and seconds."""
+    from ase.calculators.calculator import BaseCalculator
+    from ase.optimize import BFGS
+
+    from ..parents import FreshParentCalculator
+
+    work = atoms.copy()
+    work.calc = parent if isinstance(parent, BaseCalculator) else FreshParentCalculator(parent)
+    start = time.perf_counter()
+    optimizer = BFGS(work, maxstep=maxstep, logfile=None)
+    converged = optimizer.run(fmax=fmax, steps=max_steps)
+    return {"n_parent_calls": optimizer.nsteps + 1, "converged": bool(converged),
+            "final_energy_ev": float(work.get_potential_energy()),
+            "final_fmax_ev_per_angstrom": constrained_fmax(work, work.get_forces(apply_constraint=False)),
+            "seconds": time.perf_counter() - start, "positions_angstrom": work.get_positions()}

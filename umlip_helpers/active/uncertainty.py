@@ -1,0 +1,44 @@
+"""Uncertainty signals for online learning: a committee of readouts, and descriptor distance (PCA + Q-residual)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def committee_coefficients(frames, size: int, ridge: float, seed: int = 0) -> np.ndarray:
+    """``size`` readout replicas, each fitted to a bootstrap resample of the parent force components."""
+    from .head_fit import fit_readout
+
+    rng = np.random.default_rng(seed)
+    return np.array([fit_readout(frames, ridge=ridge, rng=rng)[0] for _ in range(size)])
+
+
+def committee_force_std(replica_forces: np.ndarray) -> float:
+    """Largest per-atom force standard deviation (eV/Å) over replicas; ``replica_forces`` is (K, N, 3)."""
+    deviation = replica_forces - replica_forces.mean(axis=0)
+    return float(np.sqrt((deviation ** 2).sum(axis=2).mean(axis=0)).max())
+
+
+class DescriptorDistance:
+    """PCA of the training atoms' readout inputs; a new atom's Q-residual is its squared distance to that subspace.
+
+    ``score`` is the largest atom Q-residual divided by the 95th percentile of the training atoms' own
+    (at least 1e-12), so values above 1 mean "further from the parent data than almost all of it".
+    """
+
+    def __init__(self, atom_features: np.ndarray, variance: float = 0.99):
+        self.mean = atom_features.mean(axis=0)
+        centred = atom_features - self.mean
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        total = (s ** 2).sum()
+        n = int(np.searchsorted(np.cumsum(s ** 2) / total, variance) + 1) if total > 1e-20 else 0
+        self.components = vt[:n]
+        self.reference = max(float(np.percentile(self.q_residuals(atom_features), 95)), 1e-12)
+
+    def q_residuals(self, atom_features: np.ndarray) -> np.ndarray:
+        centred = atom_features - self.mean
+        projected = centred @ self.components.T @ self.components
+        return ((centred - projected) ** 2).sum(axis=1)
+
+    def score(self, atom_features: np.ndarray) -> float:
+        return float(self.q_residuals(atom_features).max() / self.reference)

@@ -1,0 +1,154 @@
+"""Parent (reference) calculators for online active learning: EMT, GPAW for small cells, and the user's VASP.
+
+A *parent* is either an ASE calculator (reused for every structure) or a factory ``parent(atoms) -> calculator``
+that builds a fresh calculator per structure. DFT codes should use factories: GPAW, for instance, raises
+``SymmetryBrokenError`` when a calculator set up for one structure is reused after the atoms moved off symmetry.
+
+Your own VASP as the parent (ASE writes INCAR/POSCAR/KPOINTS/POTCAR and runs VASP for each parent call)::
+
+    import os
+    from ase.calculators.vasp import Vasp
+
+    os.environ["ASE_VASP_COMMAND"] = "mpirun -np 32 vasp_std"      # or srun ... inside a SLURM job
+    os.environ["VASP_PP_PATH"] = "/path/to/potpaw_dirs"             # holds potpaw_PBE/<element>/POTCAR
+
+    def vasp_parent(atoms):
+        return Vasp(directory=f"parent_calls/{len(os.listdir('parent_calls'))}", xc="PBE", encut=520,
+                    kspacing=0.25, ediff=1e-6, ismear=1, sigma=0.1, ispin=2, lreal="Auto", nelm=120,
+                    lwave=False, lcharg=False)
+
+    result = relax_active(atoms, "sevennet-0", parent=vasp_parent, fmax=0.03)
+
+Keep ``ediff`` tight (1e-6 eV or lower): parent forces must be converged well below ``fmax``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Callable, Literal, Union
+
+from .errors import UmlipError
+
+if TYPE_CHECKING:
+    from ase import Atoms
+    from ase.calculators.calculator import Calculator
+
+Parent = Union["Calculator", Callable[["Atoms"], "Calculator"]]
+
+#: Initial magnetic moments (an SCF starting guess, not a reference value) for spin-polarised parents.
+INITIAL_MAGMOMS_BOHR = {"Fe": 3.0, "Co": 2.0, "Ni": 1.0, "Mn": 3.0, "Cr": 2.0}
+
+
+class ParentFailed(UmlipError, RuntimeError):
+    """The parent calculator raised (SCF not converged, crashed job, ...)."""
+
+
+def emt_parent() -> "Calculator":
+    """ASE's effective-medium theory: a real, nearly free parent for Ni, Cu, Al, Pd, Ag, Pt, Au (+H, C, N, O)."""
+    from ase.calculators.emt import EMT
+
+    calc = EMT()
+    calc.umlip_info = {"name": "emt", "family": "emt", "version": "ase"}
+    return calc
+
+
+class GPAWParent:
+    """Builds a fresh plane-wave PBE GPAW calculator for each structure (see :func:`gpaw_parent`)."""
+
+    def __init__(self, kpts_density: float, ecut_ev: float, spin: bool | Literal["auto"], smearing_ev: float,
+                 txt: str | None, convergence: dict[str, float]):
+        self.kpts_density = kpts_density
+        self.ecut_ev = ecut_ev
+        self.spin = spin
+        self.smearing_ev = smearing_ev
+        self.txt = txt
+        self.convergence = convergence
+        self.umlip_info = {"name": "gpaw-pbe", "family": "gpaw", "version": _gpaw_version(),
+                           "ecut_ev": ecut_ev, "kpts_density_per_inv_angstrom": kpts_density}
+
+    def __call__(self, atoms: "Atoms") -> "Calculator":
+        from gpaw import GPAW, PW, FermiDirac
+
+        spinpol = self.spin if self.spin != "auto" else any(s in INITIAL_MAGMOMS_BOHR for s in
+                                                             atoms.get_chemical_symbols())
+        if spinpol and not atoms.get_initial_magnetic_moments().any():
+            atoms.set_initial_magnetic_moments([INITIAL_MAGMOMS_BOHR.get(s, 0.0)
+                                                for s in atoms.get_chemical_symbols()])
+        return GPAW(mode=PW(self.ecut_ev), xc="PBE", kpts={"density": self.kpts_density, "gamma": True},
+                    occupations=FermiDirac(self.smearing_ev), spinpol=bool(spinpol),
+                    convergence=self.convergence, txt=self.txt)
+
+
+def _gpaw_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("gpaw")
+    except Exception:
+        return None
+
+
+def gpaw_parent(kpts_density: float = 4.0, ecut_ev: float = 500.0, spin: bool | Literal["auto"] = "auto",
+                smearing_ev: float = 0.1, txt: str | None = None, forces_tol_ev_per_angstrom: float = 0.005
+                ) -> GPAWParent:
+    """A GPAW PBE parent (plane waves, ``ecut_ev``; k-points ``kpts_density`` per Å⁻¹, Γ-centred).
+
+    Practical for 1-8 atom cells on a CPU (a 1-atom Ni cell at 500 eV takes seconds to minutes per point).
+    ``spin="auto"`` turns on spin polarisation when Fe, Co, Ni, Mn or Cr is present. Install GPAW with
+    ``scripts/install_gpaw.sh``; run with ``OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1`` (threaded BLAS is far slower).
+    """
+    try:
+        import gpaw  # noqa: F401
+    except ImportError as exc:
+        raise UmlipError("GPAW is not installed; run scripts/install_gpaw.sh [VENV]") from exc
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    return GPAWParent(kpts_density, ecut_ev, spin, smearing_ev, txt, {"forces": forces_tol_ev_per_angstrom})
+
+
+def make_parent(name: Literal["emt", "gpaw"], **options: Any) -> Parent:
+    """The parent a name on the command line means."""
+    if name == "emt":
+        return emt_parent()
+    if name == "gpaw":
+        return gpaw_parent(**options)
+    raise ValueError(f"unknown parent {name!r}; choose emt or gpaw, or pass any ASE calculator")
+
+
+def parent_info(parent: Parent) -> dict[str, Any]:
+    info = getattr(parent, "umlip_info", None)
+    return dict(info) if info else {"name": getattr(parent, "__name__", type(parent).__name__)}
+
+
+def parent_single_point(parent: Parent, atoms: "Atoms") -> tuple[float, "Any"]:
+    """(energy eV, forces eV/Å) of ``atoms`` from the parent, on a copy; any failure becomes ParentFailed."""
+    from ase.calculators.calculator import BaseCalculator
+
+    work = atoms.copy()
+    try:
+        work.calc = parent if isinstance(parent, BaseCalculator) else parent(work)
+        energy = float(work.get_potential_energy())
+        forces = work.get_forces(apply_constraint=False).copy()
+    except Exception as exc:
+        raise ParentFailed(f"parent {parent_info(parent)['name']} failed on {work.get_chemical_formula()}: "
+                           f"{type(exc).__name__}: {exc}") from exc
+    return energy, forces
+
+
+class FreshParentCalculator:
+    """An ASE calculator that evaluates every new structure with a fresh calculator from a parent factory."""
+
+    def __new__(cls, factory: Callable[["Atoms"], "Calculator"]):
+        from ase.calculators.calculator import Calculator, all_changes
+
+        class _Fresh(Calculator):
+            implemented_properties = ["energy", "forces"]
+
+            def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+                super().calculate(atoms, properties, system_changes)
+                energy, forces = parent_single_point(factory, self.atoms)
+                self.results = {"energy": energy, "forces": forces}
+
+        calc = _Fresh()
+        calc.umlip_info = parent_info(factory)
+        return calc
