@@ -8,25 +8,31 @@ Units of :meth:`FamilyAdapter.predict`: energy eV, forces eV/Å, stress eV/Å^3 
 from __future__ import annotations
 
 import abc
+import importlib
 from typing import Any
 
 import torch
 from ase import Atoms
 
+from ..models import get_family
+
 
 class FamilyAdapter(abc.ABC):
     family: str
-    #: names of the modules (any component of a dotted parameter name) that make up the readout block
-    #: trained by strategy="head"
-    head_modules: tuple[str, ...]
     #: regex (peft ``target_modules``) of the linears LoRA adapts
     lora_targets: str
     #: default LoRA rank for this family (chosen to keep the trainable fraction at or below ~5%)
     lora_rank: int = 8
 
-    @abc.abstractmethod
+    @property
+    def head_modules(self) -> tuple[str, ...]:
+        """Names of the readout modules trained by strategy="head" (the family's ``HEAD_MODULES``)."""
+        heads = importlib.import_module(f"umlip_helpers.models.{self.family}").HEAD_MODULES
+        return tuple(name.rsplit(".", 1)[-1] for name in heads)
+
     def module(self, calc: Any) -> torch.nn.Module:
         """The torch module the calculator evaluates (modified in place by training)."""
+        return get_family(self.family).torch_module(calc)
 
     @abc.abstractmethod
     def prepare(self, calc: Any, atoms: Atoms) -> Any:
@@ -40,14 +46,10 @@ class FamilyAdapter(abc.ABC):
 
 class SevenNetAdapter(FamilyAdapter):
     family = "sevennet"
-    # the readout after the last interaction (FINETUNA-style: freeze all but the output block)
-    head_modules = ("reduce_input_to_hidden", "reduce_hidden_to_energy", "rescale_atomic_energy")
     # the node-update linears of every interaction and the first readout linear: 3.4% of SevenNet-0 at r=4
     lora_targets = r".*(self_interaction_[12]|reduce_input_to_hidden)\.linear"
     lora_rank = 4
 
-    def module(self, calc):
-        return calc.model
 
     def prepare(self, calc, atoms):
         from sevenn.train.dataload import unlabeled_atoms_to_graph
@@ -71,15 +73,11 @@ class SevenNetAdapter(FamilyAdapter):
 
 class CHGNetAdapter(FamilyAdapter):
     family = "chgnet"
-    # the readout MLP after the last atom-conv layer
-    head_modules = ("mlp",)
     # the atom-update MLPs of every atom conv layer, the bond-update outputs and the readout MLP:
     # 4.3% of CHGNet 0.3.0 at r=4 (r=8 on all linears would be 15.7%)
     lora_targets = r".*(atom_conv_layers\.\d+\.(twoBody_atom\.mlp_(core|gate)|mlp_out)|bond_conv_layers\.\d+\.mlp_out|mlp)\.layers\.\d+"
     lora_rank = 4
 
-    def module(self, calc):
-        return calc.model
 
     def prepare(self, calc, atoms):
         from pymatgen.io.ase import AseAtomsAdaptor
@@ -100,14 +98,10 @@ class CHGNetAdapter(FamilyAdapter):
 
 class MACEAdapter(FamilyAdapter):
     family = "mace"
-    # one readout block per interaction gives the per-atom energy
-    head_modules = ("readouts",)
     # every o3.Linear of the interactions, the product basis and the readouts
     lora_targets = r"(interactions\.\d+\.(linear_up|linear)|products\.\d+\.linear|readouts\.\d+\.linear(_1|_2)?)"
     lora_rank = 4
 
-    def module(self, calc):
-        return calc.models[0]
 
     def prepare(self, calc, atoms):
         return {"batch": calc._atoms_to_batch(atoms), "dtype": next(calc.models[0].parameters()).dtype,
@@ -130,14 +124,10 @@ class NequIPAdapter(FamilyAdapter):
     """NequIP and Allegro packages (eager ``.nequip.zip``; compiled models are not trainable)."""
 
     family = "nequip"
-    # NequIP's per-atom readout, Allegro's edge readout, and the per-type energy scale/shift
-    head_modules = ("per_atom_energy_readout", "edge_readout", "per_type_energy_scale_shift")
     # NequIP's e3nn linears around each convolution (Allegro has none: its ScalarLinearLayers are not nn.Linear)
     lora_targets = r".*convnet\.conv\.linear_[12]"
     lora_rank = 4
 
-    def module(self, calc):
-        return calc.model
 
     def prepare(self, calc, atoms):
         return {"data": calc.atoms_to_data(atoms), "energy_to_ev": calc.energy_units_to_eV,
