@@ -114,6 +114,18 @@ def test_benchmark_tables_from_json(tmp_path):
     assert "sevennet-0" in acc.note and "2026-01-01" in acc.note
 
 
+def test_benchmark_records_keyed_by_model_become_rows(tmp_path):
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "benchmarks" / "results" / "props.json").write_text(json.dumps({"models": {
+        "m1": {"properties": {"a0": {"value": 3.5, "reference": 3.52, "percent_error": -0.57}},
+               "per_element": {str(i): float(i) for i in range(20)}, "wall_s": 2.0},
+        "m2": {"properties": {"a0": {"value": 3.6, "reference": None, "percent_error": None}}, "wall_s": 1.0}}}))
+    (props,) = benchmark_tables(tmp_path)
+    key, columns, rows = props.record_tables[0]
+    assert key == "models" and columns == ["name", "a0", "wall_s"]  # the 20-value dict stays in the JSON
+    assert rows == [["m1", "3.5 (-1 %)", "2"], ["m2", "3.6", "1"]]
+
+
 def test_static_outputs_drop_widget_views():
     outputs = [nbformat.v4.new_output("display_data", data={"application/vnd.jupyter.widget-view+json": {},
                                                              "text/plain": "bar"}),

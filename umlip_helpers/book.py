@@ -369,10 +369,35 @@ def _scalars(prefix: str, value: Any, out: list[tuple[str, str]]) -> None:
         out.append((prefix, _fmt(value)))
 
 
+#: a nested dict with more scalars than this stays in the JSON instead of becoming columns
+MAX_NESTED_COLUMNS = 8
+
+
+def _record_cells(record: dict) -> list[tuple[str, str]]:
+    """One table row: scalars, small dicts as ``key.sub`` columns, and dicts of ``{"value": ...}`` entries
+    (e.g. properties against references) as one ``value (±error %)`` column each."""
+    cells: list[tuple[str, str]] = []
+    for key, value in record.items():
+        if key == "provenance":
+            continue
+        if isinstance(value, dict) and value and all(isinstance(v, dict) and "value" in v for v in value.values()):
+            for sub, entry in value.items():
+                error = entry.get("percent_error")
+                cells.append((sub, _fmt(entry["value"]) + (f" ({error:+.0f} %)" if isinstance(error, float) else "")))
+        elif isinstance(value, dict):
+            leaves: list[tuple[str, str]] = []
+            _scalars(key, value, leaves)
+            if len(leaves) <= MAX_NESTED_COLUMNS:
+                cells += [(name, text) for name, text in leaves if len(text) <= 24]  # messages stay in the JSON
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            cells.append((key, _fmt(value)))
+    return cells
+
+
 def benchmark_tables(root: str | Path) -> list[BenchmarkTable]:
     """One table per benchmark: every ``benchmarks/*.py`` (missing result: "not yet run") and every
-    ``benchmarks/results/*.json``. Scalars (nested keys joined by dots) go in one table; each list of records
-    (dicts of scalars) gets its own table. ``provenance`` is summarised in a note."""
+    ``benchmarks/results/*.json``. Scalars (nested keys joined by dots) go in one table; each list of records,
+    or dict of records keyed by name, gets its own table (see ``_record_cells``). ``provenance`` is summarised in a note."""
     root = Path(root)
     names = {p.stem for p in (root / "benchmarks").glob("*.py")}
     names |= {p.stem for p in (root / "benchmarks" / "results").glob("*.json")}
@@ -394,12 +419,13 @@ def benchmark_tables(root: str | Path) -> list[BenchmarkTable]:
         for key, value in data.items():
             if key == "provenance":
                 continue
+            if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+                value = [{"name": name, **record} for name, record in value.items()]  # e.g. one record per model
             if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
                 columns: list[str] = []
                 flat_rows = []
                 for record in value:
-                    flat: list[tuple[str, str]] = []
-                    _scalars("", {k: v for k, v in record.items() if k != "provenance"}, flat)
+                    flat = _record_cells(record)
                     flat_rows.append(dict(flat))
                     columns += [c for c, _ in flat if c not in columns]
                 table.record_tables.append((key, columns, [[r.get(c, "") for c in columns] for r in flat_rows]))
