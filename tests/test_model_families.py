@@ -160,3 +160,18 @@ def test_missing_weights_fail_fast_naming_the_file(name, tmp_path, monkeypatch):
     assert time.perf_counter() - start < 5.0
     assert spec.weights_file in str(caught.value)
     assert spec.how_to_get in str(caught.value)
+
+
+@pytest.mark.slow
+def test_pet_loads_after_torch_geometric_patched_torch(tmp_path):
+    """sevenn imports torch_geometric, which swaps torch.index_select for a wrapper TorchScript cannot compile;
+    a PET model must still build and load afterwards, and the swap must be left as it was."""
+    import torch
+    import torch_geometric  # noqa: F401  (the import is the point)
+
+    swapped = torch.index_select
+    path = get_family("upet").build_tiny(tmp_path / "pet.pt", ["Ni", "Cu"], seed=0)
+    atoms = bulk("Ni", "fcc", a=3.5, cubic=True)
+    atoms.calc = load_calculator(path)
+    assert np.isfinite(atoms.get_potential_energy())
+    assert torch.index_select is swapped

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,16 +31,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # Hugging Face loaders otherwise s
 def get_family(name: str) -> ModelFamily:
     if name not in FAMILY_NAMES:
         raise ValueError(f"unknown model family {name!r}; families: {', '.join(FAMILY_NAMES)}")
-    if name == "sevennet":
-        _import_metatensor_before_torch_geometric()
     return importlib.import_module(f"{__package__}.{name}").FAMILY
-
-
-def _import_metatensor_before_torch_geometric() -> None:
-    """metatensor compiles TorchScript when imported, which fails once torch_geometric (imported by sevenn)
-    is loaded. Importing it first keeps PET models loadable after SevenNet in the same session."""
-    if "torch_geometric" not in sys.modules and package_available("metatensor.torch"):
-        importlib.import_module("metatensor.torch")
 
 
 def resolve_device(device: Device | str = "auto") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 from pathlib import Path
@@ -11,6 +12,27 @@ from .base import ModelFamily, pickle_mentions
 
 #: PET per-target readouts, as named in both the metatrain model and its TorchScript export.
 HEAD_MODULES = ("backend.node_heads", "backend.edge_heads", "backend.node_last_layers", "backend.edge_last_layers")
+
+
+@contextlib.contextmanager
+def _torch_functions_torchscript_can_compile():
+    """torch_geometric (imported by sevenn) replaces ``torch.index_select`` and ``torch.select`` with Python
+    wrappers that TorchScript cannot compile; metatensor and metatomic script code when imported and when a
+    model is exported. Restore torch's own functions for that time."""
+    import sys
+
+    import torch
+
+    patched = sys.modules.get("torch_geometric.hash_tensor")
+    if patched is None:
+        yield
+        return
+    saved = torch.index_select, torch.select
+    torch.index_select, torch.select = patched._old_index_select, patched._old_select
+    try:
+        yield
+    finally:
+        torch.index_select, torch.select = saved
 
 
 def _is_metatomic_export(path: Path) -> bool:
@@ -34,22 +56,27 @@ class UPETFamily(ModelFamily):
         """
         if checkpoint is None:
             raise ValueError("upet: a model file is required")
-        from metatomic_ase import MetatomicCalculator
+        with _torch_functions_torchscript_can_compile():
+            from metatomic_ase import MetatomicCalculator
 
-        checkpoint = Path(checkpoint)
-        if checkpoint.suffix == ".ckpt":
-            from metatrain.utils.io import load_model
+            checkpoint = Path(checkpoint)
+            if checkpoint.suffix == ".ckpt":
+                from metatrain.utils.io import load_model
 
-            model = load_model(str(checkpoint))
-            calc = MetatomicCalculator(model.export(), device=device, **options)
-            calc.umlip_trainable_module = model
-            return calc
-        return MetatomicCalculator(str(checkpoint), device=device, **options)
+                model = load_model(str(checkpoint))
+                calc = MetatomicCalculator(model.export(), device=device, **options)
+                calc.umlip_trainable_module = model
+                return calc
+            return MetatomicCalculator(str(checkpoint), device=device, **options)
 
     def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0, *,
                    form: Literal["exported", "checkpoint"] = "exported") -> Path:
         """Write a one-layer metatrain ``PET`` (8-wide, float64), exported as a metatomic model (``.pt``) or
         as a metatrain checkpoint (``.ckpt``, the form PET-MAD is published in)."""
+        with _torch_functions_torchscript_can_compile():
+            return self._build_tiny(Path(path), elements, seed, form)
+
+    def _build_tiny(self, path: Path, elements: Sequence[str], seed: int, form: str) -> Path:
         import torch
         from ase.data import atomic_numbers
         from metatrain.pet import PET
