@@ -175,3 +175,20 @@ def test_pet_loads_after_torch_geometric_patched_torch(tmp_path):
     atoms.calc = load_calculator(path)
     assert np.isfinite(atoms.get_potential_energy())
     assert torch.index_select is swapped
+
+
+@pytest.mark.slow
+def test_nequip_leaves_process_wide_settings_alone(tmp_path):
+    """nequip sets torch's default dtype and e3nn's optimisation defaults for the whole process; building,
+    loading and running a nequip model must leave both as they were, or later models break (MACE then
+    cannot be pickled)."""
+    import e3nn
+    import torch
+
+    before = torch.get_default_dtype(), e3nn.get_optimization_defaults()
+    path = get_family("nequip").build_tiny(tmp_path / "t.nequip.zip", ["Ni", "Cu"], seed=0)
+    atoms = bulk("Ni", "fcc", a=3.5, cubic=True)
+    atoms.calc = load_calculator(path)
+    atoms.get_forces()
+    assert (torch.get_default_dtype(), e3nn.get_optimization_defaults()) == before
+    get_family("mace").build_tiny(tmp_path / "after.model", ["Ni", "Cu"], seed=0)  # pickles the model

@@ -31,16 +31,24 @@ def pickle_mentions(path: Path, *markers: bytes) -> bool:
 
 
 @contextlib.contextmanager
-def preserve_default_dtype():
-    """Undo a library's process-wide ``torch.set_default_dtype`` (nequip sets float64), which would
-    otherwise leak into every model loaded afterwards."""
+def preserve_global_state():
+    """Undo a library's process-wide settings: torch's default dtype and e3nn's optimisation defaults.
+    nequip's ``set_global_state`` switches both (float64, TorchScript), which would otherwise leak into every
+    model built afterwards (a MACE built then cannot even be pickled)."""
     import torch
 
-    before = torch.get_default_dtype()
+    dtype = torch.get_default_dtype()
+    try:
+        import e3nn
+    except ImportError:
+        e3nn = None
+    e3nn_defaults = e3nn.get_optimization_defaults() if e3nn is not None else None
     try:
         yield
     finally:
-        torch.set_default_dtype(before)
+        torch.set_default_dtype(dtype)
+        if e3nn is not None:
+            e3nn.set_optimization_defaults(**e3nn_defaults)
 
 
 class ModelFamily(abc.ABC):

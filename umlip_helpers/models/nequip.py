@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from .base import ModelFamily, preserve_default_dtype
+from .base import ModelFamily, preserve_global_state
 
 Architecture = Literal["nequip", "allegro"]
 PACKAGE_SUFFIX = ".nequip.zip"
@@ -25,7 +25,7 @@ def _float64_calculator_class():
 
     class Float64NequIPCalculator(NequIPCalculator):
         def calculate(self, *args, **kwargs):
-            with preserve_default_dtype():
+            with preserve_global_state():
                 torch.set_default_dtype(torch.float64)
                 return super().calculate(*args, **kwargs)
 
@@ -60,7 +60,7 @@ class NequIPFamily(ModelFamily):
             raise ValueError("nequip: a packaged (.nequip.zip) or compiled model file is required")
         calculator_class = _float64_calculator_class()
         text = str(checkpoint)
-        with preserve_default_dtype():
+        with preserve_global_state():
             if text.endswith(COMPILED_SUFFIXES):
                 return calculator_class.from_compiled_model(text, device=device, **options)
             # nequip exposes eager loading of packages only through this (underscored) constructor
@@ -83,7 +83,7 @@ class NequIPFamily(ModelFamily):
 
         from ..io import atomic_write_bytes
 
-        with preserve_default_dtype():
+        with preserve_global_state():
             set_global_state()
             model = _tiny_model(architecture, sorted(set(elements)), seed)
         type_names = sorted(set(elements))
