@@ -48,3 +48,13 @@ def test_evaluate_writes_json_with_provenance(tmp_path, ymno3_path):
     assert 0.03 < result["force_mae_ev_per_angstrom"] < 0.12
     assert result["provenance"]["model"]["sha256"] and result["provenance"]["parameters"]["dataset_sha256"]
     assert (tmp_path / "parity.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("command", [["md", "--steps", "1", "--temperature", "300"], ["relax-active"]])
+def test_unreadable_structure_is_a_clear_error(tmp_path, command):
+    broken = tmp_path / "cell.xyz"
+    broken.write_text("3\nnot an extxyz header\nNi 0 0\n")
+    run = umlip(command[0], "--model", "emt", "--structure", broken, *command[1:], check=False)
+    assert run.returncode == 2 and f"{broken}: frame -: structure: ASE cannot read it" in run.stderr
+    run = umlip(command[0], "--model", "emt", "--structure", tmp_path / "absent.xyz", *command[1:], check=False)
+    assert run.returncode == 2 and "absent.xyz: frame -: structure: file does not exist" in run.stderr

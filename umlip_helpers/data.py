@@ -355,3 +355,24 @@ def fit_energy_shifts(dataset: DFTDataset, predicted_energies_ev: Sequence[float
 def shift_for(atoms: Atoms, shifts: dict[str, float]) -> float:
     """The total energy shift (eV) that ``shifts`` adds to a structure; unknown elements add 0."""
     return float(sum(shifts.get(symbol, 0.0) for symbol in atoms.get_chemical_symbols()))
+
+
+# ------------------------------------------------------------------------------------------------- structures
+
+
+def read_structure(path: str | os.PathLike) -> Atoms:
+    """The last frame of a structure file, for the command line (the shipped tobermorite cell goes through its
+    explicit reader). A missing or unreadable file raises DataValidationError naming it."""
+    from ase.io import read
+
+    from .analysis import TOBERMORITE_FILE, read_tobermorite
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError([(str(path), None, "structure", "file does not exist")])
+    if path.resolve() == TOBERMORITE_FILE:
+        return read_tobermorite(path)
+    try:
+        return read(path, index=-1)
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise DataValidationError([(str(path), None, "structure", f"ASE cannot read it: {exc}")]) from exc

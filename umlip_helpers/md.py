@@ -467,23 +467,9 @@ def run_md(
     )
 
 
-def read_structure(path: str | os.PathLike) -> Atoms:
-    """A structure file for MD: the shipped tobermorite cell through its explicit reader, anything else through
-    ``ase.io.read`` (last frame)."""
-    from ase.io import read
-
-    from .analysis import TOBERMORITE_FILE, read_tobermorite
-
-    path = Path(path)
-    if not path.is_file():
-        raise UmlipError(f"structure file {path} does not exist")
-    if path.resolve() == TOBERMORITE_FILE:
-        return read_tobermorite(path)
-    return read(path, index=-1)
-
-
 def cli_md(args) -> dict[str, Any]:
     """``umlip md``: run MD on a structure file; the trajectory and log go to ``--out`` (default md_<stem>)."""
+    from .data import read_structure
     from .models import load_calculator
 
     atoms = read_structure(args.structure)

@@ -12,12 +12,11 @@ __all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "cli_relax_active", "par
 
 def cli_relax_active(args) -> dict[str, Any]:
     """``umlip relax-active``: relax a structure file with the online learner; returns the result's fields."""
-    from ase.io import read
-
+    from ..data import read_structure
     from ..models import load_calculator
     from ..parents import make_parent
 
-    atoms = read(args.structure)
+    atoms = read_structure(args.structure)
     calc = load_calculator(args.model, device=args.device, threads=args.threads)
     result = relax_active(atoms, calc, parent=make_parent(args.parent), fmax=args.fmax)
     return {"type": type(result).__name__, **result.to_dict()}

@@ -405,15 +405,14 @@ def structure_from_argument(text: str) -> Atoms:
     from ase.data import chemical_symbols
     from ase.io import read
 
+    from ..data import read_structure
+
     if text in chemical_symbols[1:] and not Path(text).exists():
         return bulk("Ni", "fcc", a=3.52) if text == "Ni" else bulk(text)
     path = Path(text)
     if not path.is_file():
         raise DataValidationError([(text, None, "structure", "neither an element symbol nor an existing file")])
-    try:
-        atoms = read(path, index=-1)
-    except Exception as exc:  # ASE raises many types for unreadable files
-        raise DataValidationError([(str(path), None, "structure", f"ASE cannot read it: {exc}")]) from exc
+    atoms = read_structure(path)
     if not atoms.pbc.all():
         message = f"an EOS needs a crystal periodic along all three axes, got pbc={atoms.pbc.tolist()}"
         raise DataValidationError([(str(path), len(read(path, index=":")) - 1, "pbc", message)])
