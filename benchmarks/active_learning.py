@@ -2,10 +2,12 @@
 
     python benchmarks/active_learning.py [--profile ci|full] [--gpaw] [--model sevennet-0]
 
-Writes benchmarks/results/active_learning.json (the profile is recorded inside): per system the parent calls of both methods, final parent
-energies, the wall-time split (surrogate / parent / training); overall the parent calls as % of the baseline's,
-the fraction of final energies within 0.02 eV of the baseline's, uncertainty-error rank correlations, and the
-speed of the closed-form readout fit against AdamW on the same readout.
+Writes benchmarks/results/active_learning.json (ci) or active_learning_full.json (full, rewritten after every
+system): per system the parent calls of both methods, final parent energies, the wall-time split (surrogate /
+parent / training); overall the parent calls as % of the baseline's,
+the fraction of final energies within 0.02 eV of the baseline's, uncertainty-error rank correlations. The ci profile
+also runs variants on the same systems: the learner without the secant correction (rank 8, as before it was added),
+query="relax_only" and query="uncertainty", and the closed-form readout fit against the fine-tuning engine (head).
 """
 
 from __future__ import annotations
@@ -43,50 +45,19 @@ def spearman(x, y) -> float | None:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
-def fit_speed(calc, atoms, parent) -> dict:
-    """Closed-form readout fit against AdamW on the same readout, on 3 rattled parent frames."""
-    import torch
-
-    from umlip_helpers.active.head_fit import predict
-    from umlip_helpers.active.online import OnlineSurrogate
-    from umlip_helpers.parents import parent_single_point
-
-    frames = []
-    for seed in range(3):
-        rattled = atoms.copy()
-        rattled.rattle(0.05, seed=seed)
-        frames.append((rattled, *parent_single_point(parent, rattled)))
-    full = OnlineSurrogate(calc, rank=10**6, ridge=1e-3, anchor=False, committee_size=0, seed=0)
-    start = time.perf_counter()
-    for rattled, energy, forces in frames:
-        full.add_parent_frame(rattled, energy, forces)
-    closed_form_s = time.perf_counter() - start
-
-    def force_rmse(prediction_forces):
-        return float(np.sqrt(np.mean([((p - f) ** 2).mean() for p, (_, _, f) in zip(prediction_forces, frames)])))
-
-    closed_rmse = force_rmse([predict(fr, full.coefficients, full.offset_per_atom)[1] for fr in full.frames])
-    base_rmse = force_rmse([fr.base_forces for fr in full.frames])
-
-    gd = OnlineSurrogate(calc, rank=10**6, ridge=1e-3, anchor=False, committee_size=0, seed=0).readout
-    gd.choose_basis(np.zeros((1, gd.width)), gd.width)
-    optimizer = torch.optim.AdamW([gd.weight], lr=1e-2, weight_decay=0.0)
-    epochs, gd_rmse, start = 0, base_rmse, time.perf_counter()
-    while epochs < 30 and gd_rmse > closed_rmse * 1.05:
-        optimizer.zero_grad()
-        losses = []
-        for rattled, energy, forces in frames:
-            graph = gd.graph_forces(rattled)
-            losses.append(((graph - torch.as_tensor(forces, dtype=graph.dtype)) ** 2).mean())
-        loss = torch.stack(losses).mean()
-        loss.backward()
-        optimizer.step()
-        epochs += 1
-        gd_rmse = float(loss.detach().sqrt())
-    return {"n_frames": len(frames), "readout_parameters": gd.width, "base_force_rmse_ev_per_angstrom": base_rmse,
-            "closed_form_seconds": closed_form_s, "closed_form_force_rmse_ev_per_angstrom": closed_rmse,
-            "adamw_epochs": epochs, "adamw_seconds": time.perf_counter() - start,
-            "adamw_force_rmse_ev_per_angstrom": gd_rmse}
+def update_comparison(calc, fmax: float) -> list:
+    """The closed-form readout fit against gradient-descent fine-tuning (the engine's head strategy)."""
+    rows = []
+    for name, atoms in benchmark_systems("ci"):
+        if name != "Cu(111)+O":
+            continue
+        for update in ("closed_form", "finetune"):
+            row, _ = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=fmax, update=update, committee_size=0)
+            rows.append({"system": name, "update": update, **row})
+            print(f"[update={update}] {name:12s} active {row['active_parent_calls']} / BFGS "
+                  f"{row['baseline_parent_calls']}  dE {row['energy_difference_ev']:+.4f}  "
+                  f"training {row['training_seconds']:.1f} s", flush=True)
+    return rows
 
 
 def gpaw_case(calc) -> dict:
@@ -105,6 +76,47 @@ def gpaw_case(calc) -> dict:
             "baseline_energy_ev": baseline["final_energy_ev"], **active.summary()}
 
 
+def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options) -> tuple[list, dict]:
+    """Every system against parent-only BFGS; rows and (uncertainty, true error) pairs."""
+    rows, correlations = [], {"committee": ([], []), "descriptor": ([], [])}
+    for name, atoms in systems:
+        start = time.perf_counter()
+        row, active = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=fmax, **options)
+        row = {"system": name, **row, "wall_seconds": time.perf_counter() - start}
+        rows.append(row)
+        correlations["committee"][0].extend(active.committee_force_std_ev_per_angstrom)
+        correlations["descriptor"][0].extend(active.descriptor_q_score)
+        for key in correlations:
+            correlations[key][1].extend(active.true_force_error_ev_per_angstrom)
+        print(f"{label}{name:18s} BFGS {row['baseline_parent_calls']:3d}  active {row['active_parent_calls']:3d}  "
+              f"dE {row['energy_difference_ev']:+.4f} eV  {row['wall_seconds']:.0f} s", flush=True)
+        if on_row:
+            on_row(rows, correlations)
+    return rows, correlations
+
+
+def summarise(rows, correlations) -> dict:
+    active_calls = sum(r["active_parent_calls"] for r in rows)
+    baseline_calls = sum(r["baseline_parent_calls"] for r in rows)
+    return {
+        "n_systems": len(rows),
+        "active_parent_calls": active_calls,
+        "baseline_parent_calls": baseline_calls,
+        "parent_calls_percent_of_bfgs": 100.0 * active_calls / baseline_calls,
+        "median_parent_calls_percent_of_bfgs": float(np.median(
+            [100.0 * r["active_parent_calls"] / r["baseline_parent_calls"] for r in rows])),
+        "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
+                                                  <= ENERGY_TOLERANCE_EV for r in rows])),
+        "surrogate_seconds": sum(r["surrogate_seconds"] for r in rows),
+        "parent_seconds": sum(r["parent_seconds"] for r in rows),
+        "training_seconds": sum(r["training_seconds"] for r in rows),
+        "wall_seconds": sum(r["wall_seconds"] for r in rows),
+        "spearman_committee_std_vs_force_error": spearman(*correlations["committee"]),
+        "spearman_descriptor_q_vs_force_error": spearman(*correlations["descriptor"]),
+        "n_uncertainty_points": len(correlations["committee"][1]),
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profile", choices=("ci", "full"), default="ci")
@@ -116,45 +128,39 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
     calc = load_calculator(args.model, device="auto")
-    rows, correlations = [], {"committee": ([], []), "descriptor": ([], [])}
-    for name, atoms in benchmark_systems(args.profile):
-        row, active = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=args.fmax)
-        row = {"system": name, **row}
-        rows.append(row)
-        correlations["committee"][0].extend(active.committee_force_std_ev_per_angstrom)
-        correlations["descriptor"][0].extend(active.descriptor_q_score)
-        for key in correlations:
-            correlations[key][1].extend(active.true_force_error_ev_per_angstrom)
-        print(f"{name:18s} BFGS {row['baseline_parent_calls']:3d}  active {row['active_parent_calls']:3d}  "
-              f"dE {row['energy_difference_ev']:+.4f} eV", flush=True)
-    active_calls = sum(r["active_parent_calls"] for r in rows)
-    baseline_calls = sum(r["baseline_parent_calls"] for r in rows)
-    summary = {
-        "n_systems": len(rows),
-        "parent_calls_percent_of_bfgs": 100.0 * active_calls / baseline_calls,
-        "median_parent_calls_percent_of_bfgs": float(np.median(
-            [100.0 * r["active_parent_calls"] / r["baseline_parent_calls"] for r in rows])),
-        "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
-                                                  <= ENERGY_TOLERANCE_EV for r in rows])),
-        "surrogate_seconds": sum(r["surrogate_seconds"] for r in rows),
-        "parent_seconds": sum(r["parent_seconds"] for r in rows),
-        "training_seconds": sum(r["training_seconds"] for r in rows),
-        "spearman_committee_std_vs_force_error": spearman(*correlations["committee"]),
-        "spearman_descriptor_q_vs_force_error": spearman(*correlations["descriptor"]),
-        "n_uncertainty_points": len(correlations["committee"][1]),
-    }
-    cu = next(atoms for name, atoms in benchmark_systems("ci"))
-    result = {"profile": args.profile, "summary": summary, "systems": rows,
-              "uncertainty_points": {k: {"uncertainty": v[0], "true_force_error_ev_per_angstrom": v[1]}
-                                     for k, v in correlations.items()},
-              "readout_fit_speed": fit_speed(calc, cu, emt_parent()),
+    out_path = ROOT / "benchmarks" / "results" / ("active_learning.json" if args.profile == "ci"
+                                                  else f"active_learning_{args.profile}.json")
+    result = {"profile": args.profile,
               "provenance": provenance(calc, profile=args.profile, fmax=args.fmax, parent="emt",
                                        baseline="ase BFGS maxstep 0.2 on the parent")}
+
+    def save_partial(rows, correlations):
+        result.update(summary=summarise(rows, correlations), systems=rows, complete=False)
+        atomic_write_json(out_path, result)
+
+    rows, correlations = run_set(calc, benchmark_systems(args.profile), args.fmax, on_row=save_partial)
+    result.update(summary=summarise(rows, correlations), systems=rows, complete=True,
+                  uncertainty_points={k: {"uncertainty": v[0], "true_force_error_ev_per_angstrom": v[1]}
+                                      for k, v in correlations.items()})
+    if args.profile == "ci":
+        variants = {
+            "before_secant_rank8": dict(secant=False, rank=8),
+            "query_relax_only": dict(query="relax_only"),
+            "query_uncertainty": dict(query="uncertainty"),
+        }
+        result["variants"] = {}
+        for label, options in variants.items():
+            v_rows, v_corr = run_set(calc, benchmark_systems("ci"), args.fmax, label=f"[{label}] ", **options)
+            result["variants"][label] = {"options": options, "summary": summarise(v_rows, v_corr), "systems": v_rows}
+        result["update_comparison"] = update_comparison(calc, args.fmax)
     if args.gpaw:
         result["gpaw"] = gpaw_case(calc)
-    out = atomic_write_json(ROOT / "benchmarks" / "results" / "active_learning.json", result)
-    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in summary.items()})
-    print("readout fit:", result["readout_fit_speed"])
+    out = atomic_write_json(out_path, result)
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in result["summary"].items()})
+    for label, variant in result.get("variants", {}).items():
+        print(label, {k: (round(v, 3) if isinstance(v, float) else v) for k, v in variant["summary"].items()})
+    if "update_comparison" in result:
+        print("update:", result["update_comparison"])
     if args.gpaw:
         print("gpaw:", result["gpaw"])
     print(f"wrote {out}")

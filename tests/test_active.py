@@ -143,3 +143,40 @@ def test_cli_relax_active_writes_json(tmp_path):
     record = json.loads(out.read_text())
     assert record["converged"] and record["final_parent_fmax_ev_per_angstrom"] <= 0.05
     assert record["is_parent_call"][-1] and record["n_parent_calls"] >= 1
+
+
+@pytest.mark.slow
+def test_surrogate_reproduces_parent_forces_at_the_last_two_parent_points(sevennet0):
+    """Anchor + secant correction: exact parent forces at the newest parent point and at the one before it."""
+    atoms = cu_slab_with_o()
+    points = []
+    for seed in range(3):
+        moved = atoms.copy()
+        moved.rattle(0.05, seed=seed)
+        moved.calc = EMT()
+        points.append((moved, moved.get_potential_energy(), moved.get_forces(apply_constraint=False)))
+    surrogate = OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, anchor=True, committee_size=0, seed=0)
+    for moved, energy, forces in points:
+        surrogate.add_parent_frame(moved, energy, forces)
+    for moved, energy, forces in points[1:]:
+        probe = moved.copy()
+        probe.calc = surrogate
+        np.testing.assert_allclose(probe.get_forces(apply_constraint=False), forces, atol=1e-4)
+    without = OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, anchor=True, committee_size=0, seed=0, secant=False)
+    for moved, energy, forces in points:
+        without.add_parent_frame(moved, energy, forces)
+    probe = points[1][0].copy()
+    probe.calc = without
+    assert np.abs(probe.get_forces(apply_constraint=False) - points[1][2]).max() > 1e-2  # the fit alone does not
+
+
+@pytest.mark.slow
+def test_chgnet_surrogate_falls_back_to_the_finetuning_engine(chgnet):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    atoms.rattle(0.05, seed=4)
+    baseline = parent_bfgs(atoms, emt_parent(), fmax=0.05)
+    active = relax_active(atoms, chgnet, emt_parent(), fmax=0.05, progress=False, finetune_epochs=5)
+    assert active.provenance["parameters"]["update"] == "finetune"  # CHGNet has no closed-form readout
+    assert active.converged and active.final_parent_fmax_ev_per_angstrom <= 0.05
+    assert active.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
+    assert active.training_seconds > 0 and active.is_parent_call[-1]

@@ -9,8 +9,8 @@ from ase.build import bulk, molecule
 from ase.geometry.rdf import get_rdf
 from ase.io import read
 
-from umlip_helpers.analysis import (TOBERMORITE_FILE, angle_distribution, mean_squared_displacement, partial_rdf,
-                                    read_tobermorite)
+from umlip_helpers.analysis import (TOBERMORITE_FILE, TOBERMORITE_LITERATURE, angle_distribution, compare_peaks,
+                                    literature_peaks, mean_squared_displacement, partial_rdf, read_tobermorite)
 from umlip_helpers.errors import DataValidationError
 
 A_CU = 3.61
@@ -98,3 +98,34 @@ def test_read_tobermorite_reads_every_column_explicitly(tmp_path):
     broken.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError, match=r"row 11: expected a symbol and 11 numbers, got 10"):
         read_tobermorite(broken)
+
+
+def test_literature_peaks_compare_with_a_computed_rdf():
+    peaks = literature_peaks()
+    assert peaks and all(p["doi"].startswith("10.") and p["value_angstrom"] > 0 for p in peaks)
+    water = molecule("H2O")
+    water.center(vacuum=4.0)
+    water.pbc = True
+    rdf = partial_rdf(water, ["H-O"], r_max=3.0, n_bins=600, smoothing_angstrom=0.01)
+    # the table is written O-H; the RDF holds H-O: the comparison matches either order
+    o_h = [p for p in peaks if p["pair"] == "O-H"]
+    rows = compare_peaks(rdf, o_h)
+    assert len(rows) == len(o_h) > 0 and all(row["pair"] == "H-O" for row in rows)
+    bond = water.get_distance(0, 1)
+    for row, ref in zip(rows, o_h):
+        assert abs(row["model_peak_angstrom"] - bond) <= 3.0 / 600
+        assert row["difference_angstrom"] == pytest.approx(row["model_peak_angstrom"] - ref["value_angstrom"])
+        assert row["doi"] == ref["doi"]
+    assert compare_peaks(rdf, [{"pair": "Ca-O", "value_angstrom": 2.4, "phase": "", "method": "", "doi": "x"}]) == []
+
+
+def test_literature_peaks_name_the_bad_line(tmp_path):
+    lines = TOBERMORITE_LITERATURE.read_text().splitlines()
+    bad = tmp_path / "refs.csv"
+    bad.write_text("\n".join(lines + ["first_peak_Si-O,1.6,nm,x,y,,z", "first_peak_SiO,1.6,angstrom,x,y,10.1/x,z"])
+                   + "\n")
+    with pytest.raises(DataValidationError) as error:
+        literature_peaks(bad)
+    problems = {(where, message.split()[0]) for _, _, where, message in error.value.problems}
+    n = len(lines)
+    assert problems == {(f"line {n + 1}", "unit"), (f"line {n + 1}", "no"), (f"line {n + 2}", "pair")}

@@ -150,6 +150,38 @@ def test_overlapping_start_is_refused_before_any_force_call():
         run_md(atoms, EMT(), "nve", steps=5, progress=False)
 
 
+@pytest.mark.parametrize("motion", ["approach", "compress"])
+def test_proximity_guard_flags_exactly_what_a_full_search_flags(motion):
+    # the guard skips neighbour searches while no atom has moved far enough to matter; step by step it must agree
+    # with a full search, and it must have skipped most of them
+    from umlip_helpers.analysis import closest_pair
+    from umlip_helpers.md import _ProximityGuard
+
+    atoms = copper()
+    rng = np.random.default_rng(1)
+    guard = _ProximityGuard(0.5)
+    searches, flagged_at = 0, None
+    for step in range(400):
+        if motion == "approach":  # atom 1 walks onto atom 0 while every atom jiggles
+            atoms.positions[1] += 0.01 * (atoms.positions[0] - atoms.positions[1])
+            atoms.positions += rng.normal(0.0, 0.003, atoms.positions.shape)
+        else:  # the whole cell shrinks, atoms with it
+            atoms.set_cell(atoms.cell * 0.995, scale_atoms=True)
+        reference = guard.reference
+        found, expected = guard.check(atoms), closest_pair(atoms, 0.5)
+        searches += guard.reference is not reference or found is not None
+        assert (found is None) == (expected is None), step
+        if found is not None:
+            assert found[2] == pytest.approx(expected[2])
+            flagged_at = step
+            break
+    assert flagged_at is not None
+    if motion == "approach":
+        assert searches < flagged_at / 3
+    else:  # a changed cell always means a new search
+        assert searches == flagged_at + 1
+
+
 def test_exploding_run_stops_and_keeps_its_trajectory(tmp_path):
     atoms = copper()
     atoms.positions[1] = atoms.positions[0] + [0.85, 0.0, 0.0]  # allowed at the start, violently repulsive

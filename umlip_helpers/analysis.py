@@ -21,6 +21,9 @@ from .io import provenance
 from .results import Result
 
 TOBERMORITE_FILE = Path(__file__).resolve().parent.parent / "data" / "tobermorite" / "tobermorite_352.xyz"
+TOBERMORITE_LITERATURE = TOBERMORITE_FILE.parent.parent / "references" / "tobermorite_literature.csv"
+#: literature rows whose ``quantity`` is this prefix plus an element pair ("first_peak_Ca-O") give a first-peak position
+PEAK_QUANTITY_PREFIX = "first_peak_"
 #: 1 Å²/ps in cm²/s
 ANGSTROM2_PER_PS_IN_CM2_PER_S = 1e-4
 
@@ -167,6 +170,66 @@ def partial_rdf(frames: Atoms | Iterable[Atoms], pairs: Sequence[str | Sequence[
     return RDFResult(r, g, peaks, minima, coordination, n,
                      provenance(None, pairs=list(g), r_max=r_max, n_bins=n_bins, n_frames=n,
                                 smoothing_angstrom=smoothing_angstrom))
+
+
+def literature_peaks(path: str | Path = TOBERMORITE_LITERATURE) -> list[dict]:
+    """The first-peak positions in a literature table (CSV with ``#`` comment lines and the columns quantity, value,
+    unit, phase, method, doi, source): rows whose quantity is ``first_peak_A-B`` and unit ``angstrom``. Each comes
+    back as a dict with ``pair``, ``value_angstrom``, ``phase``, ``method``, ``doi`` and ``source``; a malformed
+    peak row (no DOI, another unit, a value that is not a positive number) raises DataValidationError naming its
+    line."""
+    import csv
+
+    path = Path(path)
+    numbered = [(k, line) for k, line in enumerate(path.read_text().splitlines(), start=1)
+                if line.strip() and not line.lstrip().startswith("#")]
+    if not numbered:
+        raise DataValidationError([(str(path), None, "header", "the file has no header row")])
+    rows = list(csv.reader(line for _, line in numbered))
+    header, required = rows[0], ("quantity", "value", "unit", "phase", "method", "doi", "source")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise DataValidationError([(str(path), numbered[0][0], "header", f"missing columns {missing}")])
+    peaks, problems = [], []
+    for (line_number, _), fields in zip(numbered[1:], rows[1:]):
+        row = dict(zip(header, fields))
+        if not row.get("quantity", "").startswith(PEAK_QUANTITY_PREFIX):
+            continue
+        where = f"line {line_number}"
+        pair = row["quantity"][len(PEAK_QUANTITY_PREFIX):]
+        try:
+            a, b = _parse_pair(pair)
+            value = float(row["value"])
+        except ValueError as exc:
+            problems.append((str(path), None, where, str(exc)))
+            continue
+        if not value > 0:
+            problems.append((str(path), None, where, f"value {row['value']!r} is not a positive distance"))
+        if row["unit"] != "angstrom":
+            problems.append((str(path), None, where, f"unit {row['unit']!r}; peak positions are in 'angstrom'"))
+        if not row["doi"].strip():
+            problems.append((str(path), None, where, "no DOI: every reference value needs its source"))
+        peaks.append({"pair": _pair_name(a, b), "value_angstrom": value, "phase": row["phase"],
+                      "method": row["method"], "doi": row["doi"].strip(), "source": row["source"]})
+    if problems:
+        raise DataValidationError(problems)
+    return peaks
+
+
+def compare_peaks(rdf: RDFResult, references: Sequence[dict]) -> list[dict]:
+    """One row per reference peak whose pair ``rdf`` holds (in either order): the pair, the model's first peak, the
+    reference value, model minus reference, and the reference's phase, method and DOI."""
+    table = []
+    for ref in references:
+        a, b = _parse_pair(ref["pair"])
+        name = next((n for n in (_pair_name(a, b), _pair_name(b, a)) if n in rdf.first_peak_angstrom), None)
+        if name is None:
+            continue
+        model = float(rdf.first_peak_angstrom[name])
+        table.append({"pair": name, "model_peak_angstrom": model, "reference_angstrom": ref["value_angstrom"],
+                      "difference_angstrom": model - ref["value_angstrom"], "phase": ref["phase"],
+                      "method": ref["method"], "doi": ref["doi"]})
+    return table
 
 
 @dataclasses.dataclass(frozen=True)

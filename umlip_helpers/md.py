@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from ase import Atoms, units
 
-from .analysis import closest_pair
+from .analysis import closest_pair, neighbor_pairs
 from .errors import UmlipError, UnstableStructure
 from .io import atomic_write_json, atomic_write_text, provenance
 from .models import check_elements
@@ -41,6 +41,8 @@ TRAJECTORY_NAME = "md.traj"
 LOG_NAME = "md_log.csv"
 RUN_NAME = "md_run.json"
 UNSTABLE_NAME = "unstable_frame.extxyz"
+#: the progress bar redraws (and its T, E, P are refreshed) at most this often
+PROGRESS_INTERVAL_S = 1.0
 LOG_COLUMNS = ("step", "time_ps", "epot_ev", "ekin_ev", "etot_ev", "conserved_ev", "temperature_k", "pressure_gpa",
                "volume_angstrom3")
 
@@ -178,14 +180,14 @@ def _latest(atoms: Atoms, name: str):
     return value
 
 
-def _pressure_gpa(atoms: Atoms, ekin: float) -> float:
-    """Pressure including the kinetic (ideal-gas) term 2 E_kin / 3V."""
-    stress = _latest(atoms, "stress") if atoms.cell.rank == 3 else None
+def _pressure_gpa(atoms: Atoms, ekin: float, volume: float) -> float:
+    """Pressure including the kinetic (ideal-gas) term 2 E_kin / 3V (NaN without a 3D cell or a stress)."""
+    stress = _latest(atoms, "stress") if np.isfinite(volume) else None
     if stress is None:
         return float("nan")
     stress = np.asarray(stress)
     trace = np.trace(stress) if stress.shape == (3, 3) else stress[:3].sum()
-    return float((-trace / 3.0 + 2.0 * ekin / (3.0 * atoms.get_volume())) / units.GPa)
+    return float((-trace / 3.0 + 2.0 * ekin / (3.0 * volume)) / units.GPa)
 
 
 def _read_log(path: Path, up_to_step: int) -> list[list[float]]:
@@ -230,8 +232,40 @@ def _last_frame(path: Path) -> Atoms | None:
         return None
 
 
+class _ProximityGuard:
+    """Finds a pair of atoms nearer than ``min_distance`` without a neighbour search every step. A search that
+    finds the nearest pair at distance d proves that no pair comes nearer than ``min_distance`` until some atom
+    has moved (d - min_distance) / 2 from where it was then (in the same cell); only then is the search redone."""
+
+    def __init__(self, min_distance: float):
+        self.min_distance = min_distance
+        # a cell list with sub-ångström cells costs more than the pairs it finds (as in analysis.closest_pair)
+        self.radius = max(1.5, min_distance + 1.0)
+        self.reference: np.ndarray | None = None
+        self.cell: np.ndarray | None = None
+        self.allowed_squared = 0.0
+
+    def check(self, atoms: Atoms) -> tuple[int, int, float] | None:
+        positions = atoms.positions
+        if self.reference is not None and np.array_equal(atoms.cell.array, self.cell):
+            moved = positions - self.reference
+            if np.einsum("ij,ij->i", moved, moved).max() < self.allowed_squared:
+                return None
+        i, j, d = neighbor_pairs(atoms, self.radius, "ijd")
+        nearest = self.radius
+        if len(d):
+            k = int(np.argmin(d))
+            if d[k] < self.min_distance:
+                return int(i[k]), int(j[k]), float(d[k])
+            nearest = float(d[k])
+        self.reference = positions.copy()
+        self.cell = atoms.cell.array.copy()
+        self.allowed_squared = (0.5 * (nearest - self.min_distance)) ** 2
+        return None
+
+
 def _guard(atoms: Atoms, epot: float, temperature: float, target_k: float, max_factor: float,
-           min_distance: float) -> str | None:
+           proximity: _ProximityGuard) -> str | None:
     """Why the run must stop now, or None."""
     forces = _latest(atoms, "forces")
     if not np.all(np.isfinite(forces)) or not np.isfinite(epot):
@@ -240,11 +274,12 @@ def _guard(atoms: Atoms, epot: float, temperature: float, target_k: float, max_f
     if target_k > 0:
         if temperature > max_factor * target_k:
             return f"temperature {temperature:.0f} K exceeds {max_factor:g} x the target {target_k:g} K"
-    pair = closest_pair(atoms, min_distance)
+    pair = proximity.check(atoms)
     if pair is not None:
         i, j, d = pair
         symbols = atoms.get_chemical_symbols()
-        return f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {d:.3f} Å apart (< {min_distance} Å)"
+        return (f"atoms {i} ({symbols[i]}) and {j} ({symbols[j]}) are {d:.3f} Å apart "
+                f"(< {proximity.min_distance} Å)")
     return None
 
 
@@ -290,8 +325,10 @@ def run_md(
         momenta already in ``atoms``).
     The guard (every ``guard_interval`` steps, and before the first force call) raises UnstableStructure on an
     interatomic distance below ``min_distance_angstrom``, a temperature above ``max_temperature_factor`` times the
-    target, or non-finite forces; the trajectory written so far is kept and the bad frame is saved.
+    target, or non-finite forces; the trajectory written so far is kept and the bad frame is saved. Its distance
+    check searches neighbours again only once some atom has moved far enough to bring a pair below the limit.
     """
+    from ase.calculators.calculator import all_properties
     from ase.io.trajectory import Trajectory
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
     from tqdm.auto import tqdm
@@ -382,11 +419,15 @@ def run_md(
     n_atoms = len(work)
     t_begin = time.perf_counter()
     t_loop = None
-    traj = Trajectory(str(traj_path), "a") if traj_path is not None else None
+    proximity = _ProximityGuard(min_distance_angstrom)
+    last_postfix = -np.inf
+    # frames take the calculator's results of this step as they are (properties=[]): asking the calculator for
+    # each property would compare the whole Atoms a dozen times per frame
+    traj = Trajectory(str(traj_path), "a", properties=[]) if traj_path is not None else None
     log_file = open(log_path, "a") if log_path is not None else None
     try:
         with tqdm(total=steps, initial=start_step, desc=f"MD {ensemble}", unit="step", disable=not progress,
-                  mininterval=1.0) as bar:
+                  mininterval=PROGRESS_INTERVAL_S) as bar:
             for _ in dyn.irun(steps - start_step):
                 step = dyn.nsteps
                 if t_loop is None:
@@ -399,8 +440,7 @@ def run_md(
                     epot, ekin = float(_latest(work, "energy")), float(work.get_kinetic_energy())
                     temperature = float(work.get_temperature())
                 if check:
-                    reason = _guard(work, epot, temperature, temperature_k, max_temperature_factor,
-                                    min_distance_angstrom)
+                    reason = _guard(work, epot, temperature, temperature_k, max_temperature_factor, proximity)
                     if reason is not None:
                         saved_to = ""
                         if out is not None:
@@ -411,19 +451,24 @@ def run_md(
                         raise UnstableStructure(f"run_md stopped at step {step} ({step * timestep_fs / 1000:.4g} ps): "
                                                 f"{reason}{saved_to}")
                 if log:
+                    volume = float(work.get_volume()) if work.cell.rank == 3 else float("nan")
                     row = [step, step * timestep_fs / 1000.0, epot, ekin, epot + ekin,
-                           _conserved_energy(dyn, work, epot + ekin), temperature,
-                           _pressure_gpa(work, ekin), float(work.get_volume()) if work.cell.rank == 3 else float("nan")]
+                           _conserved_energy(dyn, work, epot + ekin), temperature, _pressure_gpa(work, ekin, volume),
+                           volume]
                     rows.append(row)
                     last_logged = step
                     if log_file is not None:
                         log_file.write(_log_line(row))
                         log_file.flush()
-                    bar.set_postfix(T=f"{row[6]:.0f}K", E=f"{row[4]:.3f}eV", P=f"{row[7]:.2f}GPa", refresh=False)
+                    now = time.perf_counter()
+                    if now - last_postfix >= PROGRESS_INTERVAL_S or step == steps:
+                        bar.set_postfix(T=f"{row[6]:.0f}K", E=f"{row[4]:.3f}eV", P=f"{row[7]:.2f}GPa",
+                                        refresh=False)
+                        last_postfix = now
                 if (step % traj_interval == 0 or step == steps) and step > last_frame:
                     if traj is not None:
                         work.info.update(md_step=step, time_fs=step * timestep_fs)
-                        traj.write(work)
+                        traj.write(work, **{k: v for k, v in work.calc.results.items() if k in all_properties})
                     last_frame = step
                     if stochastic:
                         dyn.rng = _noise_rng(seed, step)

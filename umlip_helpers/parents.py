@@ -106,13 +106,87 @@ def gpaw_parent(kpts_density: float = 4.0, ecut_ev: float = 500.0, spin: bool | 
     return GPAWParent(kpts_density, ecut_ev, spin, smearing_ev, txt, {"forces": forces_tol_ev_per_angstrom})
 
 
-def make_parent(name: Literal["emt", "gpaw"], **options: Any) -> Parent:
-    """The parent a name on the command line means."""
+class LabelledFramesParent:
+    """An offline parent: answers each structure with the labels of the nearest frame of a labelled dataset.
+
+    See :func:`labelled_frames_parent`. ``matches`` lists (frame index, RMSD Å) of every call, so the error of
+    the lookup can be reported next to any result obtained with it.
+    """
+
+    def __init__(self, dataset, max_rmsd_angstrom: float | None):
+        self.frames = list(dataset)
+        if not self.frames:
+            raise UmlipError("labelled_frames_parent: the dataset holds no frames")
+        self.max_rmsd_angstrom = max_rmsd_angstrom
+        self.matches: list[tuple[int, float]] = []
+        self.umlip_info = {"name": "labelled-frames", "family": "lookup",
+                           "version": f"{len(self.frames)} frames of {getattr(dataset, 'name', '') or 'a dataset'}"}
+
+    def nearest(self, atoms: "Atoms") -> tuple[int, float]:
+        """(index, RMSD Å) of the frame with the same atoms in the same order nearest to ``atoms`` (minimum image)."""
+        import numpy as np
+
+        best, best_rmsd = -1, np.inf
+        for k, frame in enumerate(self.frames):
+            if len(frame.atoms) != len(atoms) or not np.array_equal(frame.atoms.numbers, atoms.numbers):
+                continue
+            delta = atoms.positions - frame.atoms.positions
+            if frame.atoms.cell.rank == 3:
+                fractional = np.linalg.solve(frame.atoms.cell.array.T, delta.T).T
+                fractional -= np.round(fractional) * frame.atoms.pbc
+                delta = fractional @ frame.atoms.cell.array
+            rmsd = float(np.sqrt((delta ** 2).sum(axis=1).mean()))
+            if rmsd < best_rmsd:
+                best, best_rmsd = k, rmsd
+        if best < 0:
+            raise ParentFailed(f"labelled-frames parent: no frame holds {atoms.get_chemical_formula()} with the "
+                               "same atom order")
+        if self.max_rmsd_angstrom is not None and best_rmsd > self.max_rmsd_angstrom:
+            raise ParentFailed(f"labelled-frames parent: the nearest frame ({self.frames[best].where()}) is "
+                               f"{best_rmsd:.3f} Å RMSD away (> max_rmsd_angstrom={self.max_rmsd_angstrom})")
+        return best, best_rmsd
+
+    def __call__(self, atoms: "Atoms") -> "Calculator":
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        index, rmsd = self.nearest(atoms)
+        self.matches.append((index, rmsd))
+        frame = self.frames[index]
+        results = {"energy": frame.energy_ev, "forces": frame.forces_ev_per_angstrom}
+        if frame.stress_ev_per_angstrom3 is not None:
+            results["stress"] = frame.stress_ev_per_angstrom3
+        return SinglePointCalculator(atoms, **results)
+
+
+def labelled_frames_parent(dataset, max_rmsd_angstrom: float | None = None) -> LabelledFramesParent:
+    """An offline "parent" made from labelled DFT frames (a :class:`~umlip_helpers.data.DFTDataset`, a list of
+    LabelledFrame, or a file path): each structure gets the energy, forces (and stress) of the nearest frame with the
+    same atoms in the same order (RMSD under the minimum-image convention).
+
+    Limitation: the labels are those of the nearest frame, not of the structure asked about. They are only as good as
+    the dataset is dense around it: check ``parent.matches`` (RMSDs) and set ``max_rmsd_angstrom`` to refuse far
+    matches. Use it to rehearse a workflow on existing data (e.g. MD frames of YMnO3), never as a substitute for DFT
+    on configurations the dataset does not hold.
+    """
+    import os
+
+    if isinstance(dataset, (str, os.PathLike)):
+        from .data import read_dataset
+
+        dataset = read_dataset(dataset, require=("energy", "forces"))
+    return LabelledFramesParent(dataset, max_rmsd_angstrom)
+
+
+def make_parent(name: Literal["emt", "gpaw", "labelled"], **options: Any) -> Parent:
+    """The parent a name on the command line means (``labelled`` takes ``dataset=`` a file or DFTDataset)."""
     if name == "emt":
         return emt_parent()
     if name == "gpaw":
         return gpaw_parent(**options)
-    raise ValueError(f"unknown parent {name!r}; choose emt or gpaw, or pass any ASE calculator")
+    if name == "labelled":
+        return labelled_frames_parent(**options)
+    raise ValueError(f"unknown parent {name!r}; choose emt or gpaw (or labelled, with dataset=...), or pass any "
+                     "ASE calculator")
 
 
 def parent_info(parent: Parent) -> dict[str, Any]:

@@ -138,10 +138,16 @@ class SevenNetReadout:
         return result
 
 
+def has_closed_form_readout(calc) -> bool:
+    """Whether :func:`readout_for` supports the calculator's model (the SevenNet family)."""
+    family = getattr(getattr(calc, "umlip_family", None), "name", None)
+    return family == "sevennet" or type(calc).__name__ == "SevenNetCalculator"
+
+
 def readout_for(calc) -> SevenNetReadout:
     """The linear-head view of a calculator's model (SevenNet family)."""
     family = getattr(getattr(calc, "umlip_family", None), "name", None)
-    if family == "sevennet" or type(calc).__name__ == "SevenNetCalculator":
+    if has_closed_form_readout(calc):
         return SevenNetReadout(calc)
     raise UmlipError(f"closed-form readout fitting is implemented for SevenNet models; got family {family!r}")
 

@@ -42,6 +42,9 @@ class FinetuneReport(Result):
     trainable_parameters: int
     total_parameters: int
     trainable_fraction: float
+    #: per-element shifts (eV) fitted on the training frames: for the base model (``before``) and for the
+    #: fine-tuned one (``after``; saved with the model, which ``load_calculator`` applies)
+    base_energy_shifts_ev: dict
     energy_shifts_ev: dict
     #: MAEs before/after on the validation frames (training frames when there are none):
     #: energy_mae_mev_per_atom (base after alignment), forces_mae_ev_per_angstrom, stress_mae_gpa
@@ -128,7 +131,8 @@ def finetune(
     ``train``/``val``: a file (vasprun.xml, OUTCAR, extxyz), a :class:`DFTDataset` or labelled frames. Without
     ``val``, ``val_fraction`` of the training frames (when there are 10 or more) are held out for early stopping.
     The base model's energy reference is first aligned to DFT with per-element shifts fitted on the training
-    frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`). The same inputs
+    frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`); after training
+    the shifts are fitted again for the fine-tuned model (saved with it). The same inputs
     and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint.
     """
     import torch
@@ -190,8 +194,11 @@ def finetune(
     if peft_model is not None:
         peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
     module.eval()
-    after = errors(eval_set, predict_all(adapter, module, prepared_val or prepared_train, "fine-tuned", progress),
-                   shifts)
+    # training moves the model's energy zero; re-align it on the training frames, as was done for the base model
+    tuned_train = predict_all(adapter, module, prepared_train, "fine-tuned, train", progress)
+    tuned_shifts = align_energies(train_set, tuned_train)
+    tuned_eval = predict_all(adapter, module, prepared_val, "fine-tuned, val", progress) if val_set else tuned_train
+    after = errors(eval_set, tuned_eval, tuned_shifts)
     lora = None
     if strategy == "lora":
         lora = {"r": hp.lora_rank or adapter.lora_rank, "lora_alpha": lora_alpha, "target_modules": adapter.lora_targets}
@@ -200,7 +207,8 @@ def finetune(
         out_dir=str(out), strategy=strategy, base_model=str(base_info["name"]), n_train_frames=len(train_set),
         n_val_frames=len(val_set) if val_set else 0, epochs_run=len(log), best_epoch=outcome["best_epoch"],
         trainable_parameters=trainable, total_parameters=total, trainable_fraction=trainable / total,
-        energy_shifts_ev=shifts, before=before, after=after, base_energy_mae_unaligned_mev_per_atom=unaligned,
+        base_energy_shifts_ev=shifts, energy_shifts_ev=tuned_shifts, before=before, after=after,
+        base_energy_mae_unaligned_mev_per_atom=unaligned,
         seconds_per_epoch=float(np.mean([row["seconds"] for row in log])) if log else float("nan"),
         peak_memory_mb=peak_memory_mb(run_device), log=log,
         provenance=provenance(calc, strategy=strategy, hyperparameters=dataclasses.asdict(hp),
@@ -219,7 +227,7 @@ def finetune(
             "train": {"name": train_set.name, "n_frames": len(train_set), "sha256": train_set.sha256()},
             "val": {"name": val_set.name, "n_frames": len(val_set), "sha256": val_set.sha256()} if val_set else None,
         },
-        "energy_shifts_ev": shifts,
+        "energy_shifts_ev": tuned_shifts,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "report": {k: v for k, v in report.to_dict().items() if k not in ("log", "provenance")},

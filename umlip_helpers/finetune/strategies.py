@@ -17,6 +17,8 @@ Strategy = Literal["lora", "head", "full"]
 STRATEGIES: tuple[str, ...] = ("lora", "head", "full")
 WEIGHTS_FILE = {"lora": "adapter_model.safetensors", "head": "weights.safetensors", "full": "weights.safetensors"}
 ADAPTER_CONFIG_FILE = "adapter_config.json"
+#: key prefix, in the LoRA weights file, of the base parameters trained alongside the adapters
+EXTRA_PREFIX = "umlip_lora_extra."
 
 
 def is_e3nn_linear(layer: torch.nn.Module) -> bool:
@@ -59,7 +61,10 @@ def apply_strategy(module: torch.nn.Module, adapter: FamilyAdapter, strategy: St
     if strategy == "lora":
         import peft
 
-        return peft.get_peft_model(module, lora_config_for(module, adapter, lora_rank, lora_alpha))
+        peft_model = peft.get_peft_model(module, lora_config_for(module, adapter, lora_rank, lora_alpha))
+        for param in lora_extra_parameters(module, adapter).values():
+            param.requires_grad_(True)
+        return peft_model
     if strategy == "full":
         # parameters the family froze on purpose (normalisation constants) stay frozen
         return None
@@ -70,6 +75,14 @@ def apply_strategy(module: torch.nn.Module, adapter: FamilyAdapter, strategy: St
     for name, param in module.named_parameters():
         param.requires_grad_(name in head)
     return None
+
+
+def lora_extra_parameters(module: torch.nn.Module, adapter: FamilyAdapter) -> dict[str, torch.nn.Parameter]:
+    """The few base parameters the family trains in full alongside its LoRA adapters (``adapter.lora_extra``)."""
+    pattern = getattr(adapter, "lora_extra", None)
+    if not pattern:
+        return {}
+    return {n: p for n, p in module.named_parameters() if "lora_" not in n and re.fullmatch(pattern, n)}
 
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -95,6 +108,8 @@ def save_weights(out: Path, module: torch.nn.Module, peft_model: Any, strategy: 
         from peft import get_peft_model_state_dict
 
         tensors = get_peft_model_state_dict(peft_model)
+        tensors |= {EXTRA_PREFIX + n: p.detach() for n, p in module.named_parameters()
+                    if p.requires_grad and "lora_" not in n}  # the family's lora_extra parameters
         config = peft_model.peft_config["default"].to_dict()
         config["target_modules"] = peft_model.peft_config["default"].target_modules
         atomic_write_text(out / ADAPTER_CONFIG_FILE, json.dumps(_jsonable(config), indent=2))
@@ -115,7 +130,10 @@ def apply_saved_weights(module: torch.nn.Module, adapter: FamilyAdapter, out: Pa
         from peft import set_peft_model_state_dict
 
         lora = lora or {}
+        extra = {k[len(EXTRA_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(EXTRA_PREFIX)}
         peft_model = peft.get_peft_model(module, lora_config_for(module, adapter, lora.get("r"), lora.get("lora_alpha")))
+        if extra:
+            load_trainable_state(module, {k: v.to(next(module.parameters()).device) for k, v in extra.items()})
         result = set_peft_model_state_dict(peft_model, tensors)
         if result.unexpected_keys:
             raise KeyError(f"{out}: adapter tensors the model does not have: {result.unexpected_keys[:5]}")

@@ -1,0 +1,620 @@
+"""Distillation (PFD: pre-train, fine-tune, distil): a fine-tuned teacher labels many configurations and a small,
+fast student is trained on them from scratch.
+
+The steps are separate functions, so each can be replaced (your own configurations, a DFT parent as labeller):
+
+* :func:`generate_configurations`: teacher MD at several temperatures, rattles and strains of the start structures;
+* :func:`label_with`: energies, forces and stresses from any calculator, as a :class:`~umlip_helpers.data.DFTDataset`;
+* :func:`train_student`: a small MACE or SevenNet built from scratch and trained with the project's trainer;
+* :func:`md_speed`: MD cost of several calculators on one system, measured interleaved in one run;
+* :func:`distill`: all of it, returning a :class:`DistillationResult`.
+
+The student is saved in its family's native format (``student.model`` for MACE, ``student.pth`` for SevenNet), so
+``load_calculator(path)`` loads it; ``student.json`` beside it records the teacher, the data hash and the settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io as _io
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Sequence
+
+import numpy as np
+from ase import Atoms
+from tqdm.auto import tqdm
+
+from .data import DFTDataset, LabelledFrame, check_frames, fit_energy_shifts, random_split
+from .errors import DataValidationError, UmlipError
+from .io import atomic_write_bytes, atomic_write_json, provenance, sha256_file
+from .models import check_elements, load_calculator
+from .results import Result
+
+Architecture = Literal["mace", "sevennet"]
+ARCHITECTURES: tuple[str, ...] = ("mace", "sevennet")
+#: Default student sizes: two interactions, scalars and vectors, 5 Å cutoff (SevenNet-0's cutoff).
+STUDENT_SIZES: dict[str, dict[str, Any]] = {
+    "mace": {"hidden_irreps": "16x0e+16x1o", "max_ell": 1, "num_interactions": 2, "correlation": 2,
+             "r_max": 5.0, "num_bessel": 8, "radial_mlp": [16, 16], "mlp_irreps": "16x0e"},
+    "sevennet": {"channel": 16, "lmax": 1, "num_convolution_layer": 2, "cutoff": 5.0,
+                 "weight_nn_hidden_neurons": [16, 16]},
+}
+SIDECAR_SUFFIX = ".json"
+#: Loss weights (see :class:`~umlip_helpers.finetune.trainer.LossWeights`) for training from scratch: forces lead;
+#: 10 meV/atom of energy error weighs as much as 0.03 eV/Å of force error.
+DISTILLATION_LOSS_WEIGHTS = {"energy_per_atom_mev": 1e-5, "forces_ev_per_angstrom": 1.0, "stress_gpa": 1e-3}
+
+
+# ------------------------------------------------------------------------------------------- configurations
+
+
+def _check_structures(structures: Sequence[Atoms] | Atoms, what: str = "structures") -> list[Atoms]:
+    if isinstance(structures, Atoms):
+        structures = [structures]
+    structures = list(structures)
+    if not structures:
+        raise DataValidationError([(what, None, "structures", "no structures given")])
+    for i, atoms in enumerate(structures):
+        if not isinstance(atoms, Atoms):
+            raise DataValidationError([(what, i, "structure", f"expected ase.Atoms, got {type(atoms).__name__}")])
+        if len(atoms) == 0:
+            raise DataValidationError([(what, i, "structure", "has no atoms")])
+    return structures
+
+
+def generate_configurations(
+    structures: Sequence[Atoms] | Atoms,
+    calc: Any = None,
+    *,
+    temperatures_k: Sequence[float] = (300.0, 600.0),
+    md_steps: int = 20,
+    md_interval: int = 5,
+    timestep_fs: float = 1.0,
+    rattle_amplitudes_angstrom: Sequence[float] = (0.02, 0.05),
+    rattles_per_amplitude: int = 2,
+    strains: Sequence[float] = (-0.02, 0.02),
+    strain_rattle_angstrom: float = 0.02,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> list[Atoms]:
+    """Configurations around each structure, each tagged in ``atoms.info["distill_source"]``:
+
+    * NVT (Langevin) MD with ``calc`` (the teacher) at each temperature, one frame every ``md_interval`` steps
+      (skipped when ``calc`` is None or ``md_steps`` is 0);
+    * ``rattles_per_amplitude`` random displacements (Gaussian, standard deviation in Å) per amplitude;
+    * isotropic strains (fractional change of the lattice constants), each lightly rattled.
+
+    The returned ``Atoms`` carry no calculator: label them with :func:`label_with`.
+    """
+    structures = _check_structures(structures)
+    rng = np.random.default_rng(seed)
+    out: list[Atoms] = []
+
+    def add(atoms: Atoms, source: str) -> None:
+        atoms = atoms.copy()
+        atoms.calc = None
+        atoms.info = {"distill_source": source}
+        out.append(atoms)
+
+    for index, structure in enumerate(structures):
+        for amplitude in rattle_amplitudes_angstrom:
+            for _ in range(rattles_per_amplitude):
+                atoms = structure.copy()
+                atoms.positions += rng.normal(0.0, amplitude, atoms.positions.shape)
+                add(atoms, f"structure {index}: rattle {amplitude:g} A")
+        for strain in strains:
+            atoms = structure.copy()
+            atoms.set_cell(atoms.cell.array * (1.0 + strain), scale_atoms=True)
+            atoms.positions += rng.normal(0.0, strain_rattle_angstrom, atoms.positions.shape)
+            add(atoms, f"structure {index}: strain {strain:+g}")
+        if calc is None or md_steps <= 0:
+            continue
+        from .md import run_md
+
+        check_elements(structure, calc, where=f"structures[{index}]")
+        base = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="umlip-distill-md-"))
+        for temperature in tqdm(temperatures_k, desc=f"teacher MD, structure {index}", disable=not progress):
+            run = run_md(structure, calc, ensemble="nvt", temperature_k=float(temperature), timestep_fs=timestep_fs,
+                         steps=md_steps, out_dir=base / f"md_{index}_{temperature:g}K", traj_interval=md_interval,
+                         overwrite=True, seed=int(rng.integers(2**31)), progress=False)
+            for frame in run.frames():
+                if frame.info.get("md_step", 0) > 0:
+                    add(frame, f"structure {index}: MD {temperature:g} K step {frame.info['md_step']}")
+    return out
+
+
+def label_with(calc: Any, configurations: Sequence[Atoms], *, stress: bool = True, name: str | None = None,
+               progress: bool = True) -> DFTDataset:
+    """Energy, forces (and stress) of every configuration from ``calc``, as labelled frames."""
+    configurations = _check_structures(configurations, "configurations")
+    label = name or getattr(calc, "umlip_info", {}).get("name", type(calc).__name__)
+    for i, atoms in enumerate(configurations):
+        check_elements(atoms, calc, where=f"configuration {i}")
+    frames = []
+    for i, atoms in enumerate(tqdm(configurations, desc=f"labelling with {label}", disable=not progress)):
+        work = atoms.copy()
+        work.calc = calc
+        frames.append(LabelledFrame(
+            atoms=atoms.copy(), energy_ev=float(work.get_potential_energy()),
+            forces_ev_per_angstrom=np.array(work.get_forces()),
+            stress_ev_per_angstrom3=np.array(work.get_stress(voigt=True)) if stress else None,
+            source=f"{label} labels", index=i))
+    dataset = DFTDataset(frames, name=f"{label} labels")
+    check_frames(dataset, require=("energy", "forces") + (("stress",) if stress else ()))
+    return dataset
+
+
+# ------------------------------------------------------------------------------------------------ the student
+
+
+def _mean_neighbours(dataset: DFTDataset, cutoff: float) -> float:
+    from vesin import NeighborList
+
+    counts = []
+    for frame in dataset:
+        atoms = frame.atoms
+        i, _ = NeighborList(cutoff=cutoff, full_list=True).compute(
+            points=atoms.positions, box=atoms.cell.array, periodic=bool(atoms.pbc.any()), quantities="ij")
+        counts.append(len(i) / len(atoms))
+    return float(np.mean(counts))
+
+
+def _statistics(dataset: DFTDataset, cutoff: float) -> dict[str, Any]:
+    """Per-element energy references (least squares), force RMS and mean neighbour count: the student's scales."""
+    e0 = fit_energy_shifts(dataset, np.zeros(len(dataset)))
+    forces = np.concatenate([f.forces_ev_per_angstrom for f in dataset])
+    return {"e0_ev": e0, "force_rms_ev_per_angstrom": float(max(np.sqrt(np.mean(forces ** 2)), 1e-3)),
+            "mean_neighbours": max(_mean_neighbours(dataset, cutoff), 1.0)}
+
+
+def _build_mace(path: Path, elements: list[str], stats: dict[str, Any], size: dict[str, Any], seed: int) -> Path:
+    import torch
+    from ase.data import atomic_numbers
+    from e3nn import o3
+    from mace import modules
+
+    torch.manual_seed(seed)
+    ordered = sorted(elements, key=lambda s: atomic_numbers[s])
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.ScaleShiftMACE(
+        r_max=size["r_max"], num_bessel=size["num_bessel"], num_polynomial_cutoff=5, max_ell=size["max_ell"],
+        interaction_cls=block, interaction_cls_first=block, num_interactions=size["num_interactions"],
+        num_elements=len(ordered), hidden_irreps=o3.Irreps(size["hidden_irreps"]),
+        MLP_irreps=o3.Irreps(size["mlp_irreps"]), atomic_energies=np.array([stats["e0_ev"][s] for s in ordered]),
+        avg_num_neighbors=stats["mean_neighbours"], atomic_numbers=[atomic_numbers[s] for s in ordered],
+        correlation=size["correlation"], gate=torch.nn.functional.silu, radial_MLP=list(size["radial_mlp"]),
+        atomic_inter_scale=stats["force_rms_ev_per_angstrom"], atomic_inter_shift=0.0,
+    )
+    buffer = _io.BytesIO()
+    torch.save(model, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _sevennet_config(elements: list[str], stats: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
+    from sevenn.util import chemical_species_preprocess, load_checkpoint
+
+    config = load_checkpoint("7net-0").config
+    config.update(chemical_species_preprocess(sorted(elements)))
+    by_index = sorted(config["_type_map"], key=config["_type_map"].get)
+    from ase.data import chemical_symbols
+
+    config.update({
+        "channel": size["channel"], "lmax": size["lmax"], "lmax_edge": -1, "lmax_node": -1, "is_parity": False,
+        "num_convolution_layer": size["num_convolution_layer"], "cutoff": size["cutoff"], "irreps_manual": False,
+        "weight_nn_hidden_neurons": list(size["weight_nn_hidden_neurons"]), "use_species_wise_shift_scale": True,
+        "shift": [stats["e0_ev"][chemical_symbols[z]] for z in by_index],
+        "scale": [stats["force_rms_ev_per_angstrom"]] * len(by_index),
+        "conv_denominator": stats["mean_neighbours"], "train_shift_scale": False, "train_denominator": False,
+    })
+    return config
+
+
+def _save_sevennet(path: Path, config: dict[str, Any], module: Any) -> Path:
+    import uuid
+    from datetime import datetime
+
+    import torch
+
+    buffer = _io.BytesIO()
+    torch.save({"config": config, "model_state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "epoch": 0, "optimizer_state_dict": {}, "scheduler_state_dict": {},
+                "time": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": uuid.uuid4().hex}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _build_sevennet(path: Path, config: dict[str, Any], seed: int) -> Path:
+    import torch
+    from sevenn.model_build import build_E3_equivariant_model
+
+    torch.manual_seed(seed)
+    return _save_sevennet(path, config, build_E3_equivariant_model(config))
+
+
+def _save_mace(path: Path, module: Any) -> Path:
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(module).cpu().eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    buffer = _io.BytesIO()
+    torch.save(model, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def _recentre_energy(calc: Any, module: Any, data: DFTDataset, predicted_ev: Sequence[float]) -> None:
+    """Add per-element shifts to the untrained model's energy references so that its energies start on the labels'
+    (a random network's energies can be off by hundreds of meV/atom, which would swamp the force loss)."""
+    import torch
+    from ase.data import atomic_numbers
+
+    delta = fit_energy_shifts(data, predicted_ev)
+    with torch.no_grad():
+        if hasattr(module, "atomic_energies_fn"):  # MACE: one reference per entry of atomic_numbers
+            table, index = module.atomic_energies_fn.atomic_energies, [int(z) for z in module.atomic_numbers]
+        else:  # SevenNet: species-wise shift, indexed through the type map
+            table, index = module.rescale_atomic_energy.shift, sorted(calc.type_map, key=calc.type_map.get)
+        for symbol, value in delta.items():
+            table[index.index(atomic_numbers[symbol])] += value
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentTraining(Result):
+    """A trained student: where it is, its size, and its errors against the teacher's labels (validation frames,
+    or the training frames when there are none)."""
+
+    path: str
+    architecture: str
+    size: dict
+    n_parameters: int
+    n_train_frames: int
+    n_val_frames: int
+    epochs_run: int
+    best_epoch: int
+    seconds_per_epoch: float
+    energy_mae_vs_labels_mev_per_atom: float
+    force_mae_vs_labels_ev_per_angstrom: float
+    stress_mae_vs_labels_gpa: float | None
+    log: list
+    provenance: dict
+
+    summary_fields: ClassVar[tuple[str, ...]] = (
+        "architecture", "n_parameters", "n_train_frames", "n_val_frames", "epochs_run", "seconds_per_epoch",
+        "energy_mae_vs_labels_mev_per_atom", "force_mae_vs_labels_ev_per_angstrom", "stress_mae_vs_labels_gpa")
+
+    def calculator(self, device: str = "auto"):
+        return load_calculator(self.path, device=device)
+
+    def plot(self, ax=None):
+        """Learning curve: training and validation force RMSE per epoch."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.5))
+        epochs = [row["epoch"] for row in self.log]
+        for key, label in (("train_forces_rmse", "train"), ("val_forces_rmse", "validation")):
+            if self.log and key in self.log[0]:
+                ax.semilogy(epochs, [row[key] for row in self.log], "o-", ms=3, label=label)
+        ax.set(xlabel="epoch", ylabel="force RMSE vs labels (eV/Å)", title=f"student ({self.architecture})")
+        ax.legend()
+        return ax
+
+
+def train_student(
+    data: DFTDataset,
+    out: str | os.PathLike,
+    *,
+    architecture: Architecture = "mace",
+    size: dict[str, Any] | None = None,
+    val: DFTDataset | None = None,
+    val_fraction: float = 0.1,
+    epochs: int = 50,
+    batch_size: int = 2,
+    lr: float = 1e-2,
+    loss_weights: Any = None,
+    patience: int = 20,
+    seed: int = 0,
+    device: str = "auto",
+    teacher: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> StudentTraining:
+    """Build a small ``architecture`` model from scratch and train every weight on ``data`` (labelled frames).
+
+    Its output scale is the labels' force RMS and its per-element energy references are fitted so that the untrained
+    model's energies already match the labels on average (least squares). ``size`` overrides
+    :data:`STUDENT_SIZES`. ``out`` receives the untrained model, the student (``student.model`` or ``student.pth``)
+    with its sidecar ``.json``, and the training log and checkpoint. Without ``val``, ``val_fraction`` of the frames
+    (when there are 10 or more) validate.
+    """
+    import torch
+
+    from .finetune.adapters import adapter_for
+    from .finetune.trainer import (Hyperparameters, LossWeights, errors, make_samples, predict_all,
+                                   prepare_samples, train)
+
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+    if data is None or len(data) == 0:
+        raise DataValidationError([("student data", None, "dataset", "no labelled frames given")])
+    check_frames(data, require=("energy", "forces"))
+    if val is None and len(data) >= 10 and val_fraction > 0:
+        data, val = random_split(data, (1 - val_fraction, val_fraction), seed=seed)
+    if val is not None:
+        check_frames(val, require=("energy", "forces"))
+    size = {**STUDENT_SIZES[architecture], **(size or {})}
+    weights = loss_weights or LossWeights(**DISTILLATION_LOSS_WEIGHTS)
+    out = Path(out)
+    if (out / "checkpoint.pt").exists():
+        raise UmlipError(f"{out} already holds a student training run; choose a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    cutoff = size["r_max"] if architecture == "mace" else size["cutoff"]
+    stats = _statistics(data, cutoff)
+    elements = sorted(set(data.elements) | set(val.elements if val is not None else []))
+    missing = sorted(set(elements) - set(stats["e0_ev"]))
+    if missing:
+        raise DataValidationError([(val.name, None, "elements", f"{', '.join(missing)} only in the validation set")])
+    if architecture == "mace":
+        untrained, path = _build_mace(out / "untrained.model", elements, stats, size, seed), out / "student.model"
+        config = None
+    else:
+        config = _sevennet_config(elements, stats, size)
+        untrained, path = _build_sevennet(out / "untrained.pth", config, seed), out / "student.pth"
+
+    calc = load_calculator(untrained, device=device)
+    adapter = adapter_for(calc)
+    module = adapter.module(calc)
+    frozen = ("rescale_atomic_energy",)  # SevenNet's fixed shift and scale
+    for name, param in module.named_parameters():
+        param.requires_grad_(not any(part in name for part in frozen))
+    n_parameters = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    run_device = str(getattr(calc, "device", "cpu"))
+    has_stress = data.has("stress") and (val is None or val.has("stress"))
+    if not has_stress:
+        weights = dataclasses.replace(weights, stress_gpa=0.0)
+    prepared_train = prepare_samples(adapter, calc, data, "student train", progress)
+    initial = predict_all(adapter, module, prepared_train, "untrained student", progress)
+    _recentre_energy(calc, module, data, [p["energy"] for p in initial])
+    train_samples = make_samples(data, prepared_train, {}, run_device)
+    prepared_val = prepare_samples(adapter, calc, val, "student val", progress) if val is not None else None
+    val_samples = make_samples(val, prepared_val, {}, run_device) if val is not None else None
+    hp = Hyperparameters(strategy="full", epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                         weights=weights)
+    torch.manual_seed(seed)
+    outcome = train(adapter, module, train_samples, val_samples, hp, out, progress=progress)
+    module.eval()
+    eval_set = val if val is not None else data
+    prepared_eval = prepared_val if val is not None else prepared_train
+    final = errors(eval_set, predict_all(adapter, module, prepared_eval, "student", progress), {})
+    if architecture == "mace":
+        _save_mace(path, module)
+    else:
+        _save_sevennet(path, config, module)
+    log = outcome["log"]
+    hyperparameters = {**dataclasses.asdict(hp), "size": size, "architecture": architecture}
+    atomic_write_json(path.with_suffix(SIDECAR_SUFFIX), {
+        "format": "umlip-distilled-student/1", "student_file": path.name, "student_sha256": sha256_file(path),
+        "architecture": architecture, "teacher": teacher or {}, "hyperparameters": hyperparameters,
+        "data": {"train": {"name": data.name, "n_frames": len(data), "sha256": data.sha256()},
+                 "val": {"name": val.name, "n_frames": len(val), "sha256": val.sha256()} if val is not None else None},
+        "scales": stats, "errors_vs_labels": final,
+    })
+    return StudentTraining(
+        path=str(path), architecture=architecture, size=size, n_parameters=n_parameters, n_train_frames=len(data),
+        n_val_frames=len(val) if val is not None else 0, epochs_run=len(log), best_epoch=outcome["best_epoch"],
+        seconds_per_epoch=float(np.mean([row["seconds"] for row in log])),
+        energy_mae_vs_labels_mev_per_atom=final["energy_mae_mev_per_atom"],
+        force_mae_vs_labels_ev_per_angstrom=final["forces_mae_ev_per_angstrom"],
+        stress_mae_vs_labels_gpa=final["stress_mae_gpa"], log=log,
+        provenance=provenance(None, architecture=architecture, teacher=teacher or {}, hyperparameters=hyperparameters,
+                              train_sha256=data.sha256()),
+    )
+
+
+# -------------------------------------------------------------------------------------------------------- speed
+
+
+@dataclasses.dataclass(frozen=True)
+class MDSpeed(Result):
+    """Wall time per MD step of several calculators on one system, measured in interleaved rounds of one run (so
+    a busy machine slows every model alike); ``speedup`` is each model's speed relative to ``reference``."""
+
+    formula: str
+    n_atoms: int
+    steps_per_round: int
+    rounds: int
+    reference: str
+    ms_per_step: dict
+    speedup: dict
+    provenance: dict
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3))
+        names = list(self.ms_per_step)
+        ax.bar(names, [self.ms_per_step[n] for n in names])
+        ax.set(yscale="log", ylabel="ms per MD step", title=f"{self.formula} ({self.n_atoms} atoms)")
+        for i, name in enumerate(names):
+            ax.annotate(f"{self.speedup[name]:.1f}x", (i, self.ms_per_step[name]), ha="center", va="bottom")
+        return ax
+
+
+def md_speed(calcs: dict[str, Any], atoms: Atoms, *, steps_per_round: int = 5, rounds: int = 2,
+             temperature_k: float = 300.0, reference: str | None = None, seed: int = 0,
+             progress: bool = True) -> MDSpeed:
+    """Milliseconds per NVT (Langevin) step of each calculator on ``atoms``; the first calculator is the reference
+    unless ``reference`` names another. Rounds alternate between the models; the median round counts."""
+    from .md import run_md
+
+    if not calcs:
+        raise ValueError("md_speed needs at least one calculator")
+    reference = reference or next(iter(calcs))
+    if reference not in calcs:
+        raise ValueError(f"reference {reference!r} is not one of {', '.join(calcs)}")
+    for name, calc in calcs.items():
+        check_elements(atoms, calc, where=f"md_speed structure ({name})")
+    times: dict[str, list[float]] = {name: [] for name in calcs}
+    bar = tqdm(total=rounds * len(calcs), desc="MD speed", disable=not progress)
+    for round_index in range(rounds):
+        for name, calc in calcs.items():
+            run = run_md(atoms, calc, ensemble="nvt", temperature_k=temperature_k, steps=steps_per_round,
+                         out_dir=None, seed=seed + round_index, progress=False)
+            times[name].append(1000.0 * len(atoms) / run.throughput_atom_steps_per_s)
+            bar.update(1)
+    bar.close()
+    ms = {name: float(np.median(values)) for name, values in times.items()}
+    return MDSpeed(
+        formula=atoms.get_chemical_formula(), n_atoms=len(atoms), steps_per_round=steps_per_round, rounds=rounds,
+        reference=reference, ms_per_step=ms, speedup={name: ms[reference] / value for name, value in ms.items()},
+        provenance=provenance(None, models={name: dict(getattr(c, "umlip_info", {}) or {"name": type(c).__name__})
+                                            for name, c in calcs.items()},
+                              steps_per_round=steps_per_round, rounds=rounds, temperature_k=temperature_k,
+                              all_ms_per_step=times, load_average=os.getloadavg()),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ all in one
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillationResult(Result):
+    """Teacher -> student. Errors against the parent are on ``parent_data`` (None when none was given)."""
+
+    student_path: str
+    architecture: str
+    teacher: str
+    teacher_sha256: str | None
+    n_configurations: int
+    labels_sha256: str
+    student_parameters: int
+    labelling_seconds: float
+    training_seconds: float
+    student_force_mae_vs_teacher_ev_per_angstrom: float
+    student_energy_mae_vs_teacher_mev_per_atom: float
+    teacher_force_mae_vs_parent_ev_per_angstrom: float | None
+    student_force_mae_vs_parent_ev_per_angstrom: float | None
+    force_mae_ratio_student_to_teacher: float | None
+    teacher_energy_mae_vs_parent_mev_per_atom: float | None
+    student_energy_mae_vs_parent_mev_per_atom: float | None
+    md_ms_per_step_teacher: float | None
+    md_ms_per_step_student: float | None
+    md_speedup_student_over_teacher: float | None
+    training: dict
+    speed: dict | None
+    provenance: dict
+
+    summary_fields: ClassVar[tuple[str, ...]] = (
+        "architecture", "teacher", "n_configurations", "student_parameters", "student_force_mae_vs_teacher_ev_per_angstrom",
+        "teacher_force_mae_vs_parent_ev_per_angstrom", "student_force_mae_vs_parent_ev_per_angstrom",
+        "force_mae_ratio_student_to_teacher", "md_ms_per_step_teacher", "md_ms_per_step_student",
+        "md_speedup_student_over_teacher")
+
+    def calculator(self, device: str = "auto"):
+        return load_calculator(self.student_path, device=device)
+
+    def plot(self, ax=None):
+        """Two bars each: force MAE against the parent and MD cost per step, teacher and student."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(1, 2, figsize=(8, 3))
+        ax_err, ax_speed = ax
+        labels = ["teacher", f"student ({self.architecture})"]
+        ax_err.bar(labels, [self.teacher_force_mae_vs_parent_ev_per_angstrom or np.nan,
+                            self.student_force_mae_vs_parent_ev_per_angstrom or np.nan], color=["C0", "C1"])
+        ax_err.set(ylabel="force MAE vs parent (eV/Å)")
+        ax_speed.bar(labels, [self.md_ms_per_step_teacher or np.nan, self.md_ms_per_step_student or np.nan],
+                     color=["C0", "C1"])
+        ax_speed.set(ylabel="ms per MD step", yscale="log")
+        if self.md_speedup_student_over_teacher:
+            ax_speed.set_title(f"student {self.md_speedup_student_over_teacher:.1f}x faster")
+        return ax
+
+
+def _mae(reference: DFTDataset, calc: Any, progress: bool) -> dict[str, float]:
+    from .metrics import evaluate
+
+    result = evaluate(calc, reference, progress=progress)
+    return {"force": result.force_mae_ev_per_angstrom, "energy": result.energy_mae_mev_per_atom}
+
+
+def distill(
+    teacher_calc: Any,
+    structures: Sequence[Atoms] | Atoms,
+    out: str | os.PathLike,
+    *,
+    architecture: Architecture = "mace",
+    size: dict[str, Any] | None = None,
+    parent_data: DFTDataset | None = None,
+    speed_structure: Atoms | None = None,
+    speed_steps: int = 5,
+    generation: dict[str, Any] | None = None,
+    epochs: int = 50,
+    batch_size: int = 2,
+    lr: float = 1e-2,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> DistillationResult:
+    """The PFD distillation step: generate configurations around ``structures`` (``generation`` is passed to
+    :func:`generate_configurations`), label them with the teacher, train a student from scratch, and measure it.
+
+    ``parent_data`` (labelled frames the teacher never saw, e.g. held-out DFT) gives both models' errors against
+    the parent; ``speed_structure`` gives the MD speed ratio, measured in one run.
+    """
+    structures = _check_structures(structures)
+    for i, atoms in enumerate(structures):
+        check_elements(atoms, teacher_calc, where=f"structures[{i}]")
+    out = Path(out)
+    teacher_info = dict(getattr(teacher_calc, "umlip_info", {}) or {"name": type(teacher_calc).__name__})
+    started = time.perf_counter()
+    configurations = generate_configurations(structures, teacher_calc, seed=seed, out_dir=out / "teacher_md",
+                                             progress=progress, **(generation or {}))
+    labels = label_with(teacher_calc, configurations, progress=progress)
+    labels.write_extxyz(out / "teacher_labels.extxyz")
+    labelling = time.perf_counter() - started
+    started = time.perf_counter()
+    teacher = {"name": teacher_info.get("name"), "sha256": teacher_info.get("sha256"),
+               "checkpoint": teacher_info.get("checkpoint")}
+    training = train_student(labels, out, architecture=architecture, size=size, epochs=epochs,
+                             batch_size=batch_size, lr=lr, seed=seed, device=device, teacher=teacher,
+                             progress=progress)
+    training_seconds = time.perf_counter() - started
+    student = training.calculator(device=device)
+
+    teacher_err = student_err = None
+    if parent_data is not None:
+        teacher_err = _mae(parent_data, teacher_calc, progress)
+        student_err = _mae(parent_data, student, progress)
+    speed = None
+    if speed_structure is not None:
+        speed = md_speed({"teacher": teacher_calc, "student": student}, speed_structure, steps_per_round=speed_steps,
+                         seed=seed, progress=progress)
+    return DistillationResult(
+        student_path=training.path, architecture=architecture, teacher=str(teacher["name"]),
+        teacher_sha256=teacher["sha256"], n_configurations=len(labels), labels_sha256=labels.sha256(),
+        student_parameters=training.n_parameters, labelling_seconds=labelling, training_seconds=training_seconds,
+        student_force_mae_vs_teacher_ev_per_angstrom=training.force_mae_vs_labels_ev_per_angstrom,
+        student_energy_mae_vs_teacher_mev_per_atom=training.energy_mae_vs_labels_mev_per_atom,
+        teacher_force_mae_vs_parent_ev_per_angstrom=teacher_err["force"] if teacher_err else None,
+        student_force_mae_vs_parent_ev_per_angstrom=student_err["force"] if student_err else None,
+        force_mae_ratio_student_to_teacher=student_err["force"] / teacher_err["force"] if teacher_err else None,
+        teacher_energy_mae_vs_parent_mev_per_atom=teacher_err["energy"] if teacher_err else None,
+        student_energy_mae_vs_parent_mev_per_atom=student_err["energy"] if student_err else None,
+        md_ms_per_step_teacher=speed.ms_per_step["teacher"] if speed else None,
+        md_ms_per_step_student=speed.ms_per_step["student"] if speed else None,
+        md_speedup_student_over_teacher=speed.speedup["student"] if speed else None,
+        training=training.summary(), speed=speed.to_dict() if speed else None,
+        provenance=provenance(teacher_calc, architecture=architecture, size=training.size, epochs=epochs,
+                              batch_size=batch_size, lr=lr, seed=seed, generation=generation or {},
+                              n_structures=len(structures), labels_sha256=labels.sha256(),
+                              parent_data=parent_data.name if parent_data is not None else None,
+                              parent_data_sha256=parent_data.sha256() if parent_data is not None else None),
+    )
