@@ -209,6 +209,16 @@ def parent_single_point(parent: Parent, atoms: "Atoms") -> tuple[float, "Any"]:
     return energy, forces
 
 
+def parent_label(parent: Parent, atoms: "Atoms", source: str, index: int) -> "Any":
+    """``atoms`` labelled by the parent (energy, forces) as a :class:`~umlip_helpers.data.LabelledFrame`."""
+    from .data import LabelledFrame
+
+    energy, forces = parent_single_point(parent, atoms)
+    clean = atoms.copy()
+    clean.calc = None
+    return LabelledFrame(clean, energy, forces, None, source, index)
+
+
 class FreshParentCalculator:
     """An ASE calculator that evaluates every new structure with a fresh calculator from a parent factory."""
 

@@ -31,7 +31,7 @@ from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import UmlipError, UnstableStructure
 from ..io import atomic_write_json, provenance
-from ..parents import Parent, parent_info, parent_single_point
+from ..parents import Parent, parent_info, parent_label, parent_single_point
 from ..results import Result
 
 if TYPE_CHECKING:
@@ -169,15 +169,6 @@ class _Fitter:
         self.model_dir = report.out_dir
         self.calc = load_calculator(report.out_dir, device=str(getattr(self.base_calc, "device", "cpu")))
         return self.calc
-
-
-def _label(parent: Parent, atoms: "Atoms", source: str, index: int) -> "LabelledFrame":
-    from ..data import LabelledFrame
-
-    energy, forces = parent_single_point(parent, atoms)
-    clean = atoms.copy()
-    clean.calc = None
-    return LabelledFrame(clean, energy, forces, None, source, index)
 
 
 # ---------------------------------------------------------------------------------------------------- sampling
@@ -355,7 +346,7 @@ def naive_finetune(
             steps += n_labels * sample_interval_steps
             for frame in frames[:n_labels]:
                 start = time.perf_counter()
-                labels.append(_label(parent, frame, f"naive trajectory {k}", len(labels)))
+                labels.append(parent_label(parent, frame, f"naive trajectory {k}", len(labels)))
                 seconds["parent"] += time.perf_counter() - start
                 origin.append(k)
                 bar.update(1)
@@ -433,7 +424,7 @@ def periodic_finetune(
             new = []
             for frame in frames[:budget - len(labels)]:
                 start = time.perf_counter()
-                new.append(_label(parent, frame, f"periodic round {r}", len(labels) + len(new)))
+                new.append(parent_label(parent, frame, f"periodic round {r}", len(labels) + len(new)))
                 seconds["parent"] += time.perf_counter() - start
                 bar.update(1)
             labels += new

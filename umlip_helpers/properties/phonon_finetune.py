@@ -191,17 +191,11 @@ def rattled_supercells(
 
 def label_with_parent(cells: Sequence[Atoms], parent: "Parent", progress: bool = True) -> list:
     """Parent energy and forces for each cell, as :class:`umlip_helpers.data.LabelledFrame` s."""
-    from ..data import LabelledFrame
-    from ..parents import parent_info, parent_single_point
+    from ..parents import parent_info, parent_label
 
     name = parent_info(parent)["name"]
-    frames = []
-    for i, cell in enumerate(tqdm(cells, desc=f"parent labels ({name})", disable=not progress, leave=False)):
-        energy, forces = parent_single_point(parent, cell)
-        frames.append(LabelledFrame(atoms=cell.copy(), energy_ev=energy, forces_ev_per_angstrom=forces,
-                                    stress_ev_per_angstrom3=None, source=f"rattled cells labelled by {name}",
-                                    index=i))
-    return frames
+    return [parent_label(parent, cell, f"rattled cells labelled by {name}", i)
+            for i, cell in enumerate(tqdm(cells, desc=f"parent labels ({name})", disable=not progress, leave=False))]
 
 
 def frequency_agreement(model: PhononResult, reference: PhononResult,
