@@ -1,5 +1,8 @@
 """Fine-tuning: one entry point, :func:`finetune`, for every family and strategy (full, head, LoRA).
 
+Families (see :mod:`.adapters`): SevenNet, CHGNet, MACE, NequIP/Allegro, UMA and other eSCN-MD models
+(fairchem) and PET (a metatrain ``.ckpt``; an exported TorchScript ``.pt`` cannot be trained).
+
 The output directory holds the fine-tuned weights (LoRA adapters or trained tensors, safetensors), the manifest
 ``umlip_model.json`` and the training log; ``load_calculator(out_dir)`` loads it as an ASE calculator.
 """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import re
 from typing import Any
 
 import torch
@@ -153,8 +154,148 @@ class NequIPAdapter(FamilyAdapter):
         return out["total_energy"].reshape(()) * e_unit, out["forces"] * e_unit / l_unit, stress
 
 
+def _voigt(s: torch.Tensor) -> torch.Tensor:
+    """(xx, yy, zz, yz, xz, xy) of the symmetric part of a 3x3 stress, as ASE's ``full_3x3_to_voigt_6_stress``
+    (a model that is not rotation-invariant, PET, gives an asymmetric strain derivative)."""
+    s = (s + s.T) / 2
+    return torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+
+
+def _unfreeze_if_all_frozen(module: torch.nn.Module, keep_frozen: str | None = None) -> None:
+    """Inference wrappers (fairchem's predictor, metatomic's export) set ``requires_grad=False`` on every weight.
+    Undo that -- except for the weights matching ``keep_frozen``, which the family freezes on purpose -- when no
+    weight is trainable; a module a strategy was already applied to (LoRA, head) is left as it is."""
+    if any(p.requires_grad for p in module.parameters()):
+        return
+    for name, param in module.named_parameters():
+        param.requires_grad_(keep_frozen is None or re.fullmatch(keep_frozen, name) is None)
+
+
+class FairChemAdapter(FamilyAdapter):
+    """UMA and other eSCN-MD models (fairchem-core 2.x), uncompiled and with their experts unmerged.
+
+    LoRA targets the nn.Linear layers of each eSCN-MD block: the SO(2) convolutions' m=0 and m>0 linears
+    (``fc_m0``, ``so2_m_conv.*.fc``), the radial MLP that weights the first SO(2) convolution from the edge
+    distances, and the point-wise MLP on the sphere grid (``atom_wise.grid_mlp``). The SO(2) linears act on
+    coefficients in each edge's own frame and the others on invariants or grid points, so any update to them
+    keeps the model rotation-equivariant. 2.1% of an eSCN-MD with fairchem's default sizes at r=4.
+
+    UMA's backbone (fairchem's eSCN-MD-MoE) turns the SO(2) convolution linears into mixture-of-linear-experts
+    layers (MOLE: an (experts, out, in) weight mixed per system from its composition). They are not nn.Linear,
+    so peft cannot adapt them: on a UMA, LoRA reaches the radial and grid MLPs only (0.15% of an eSCN-MD-MoE
+    with fairchem's default sizes, 8 experts, at r=4); ``strategy="full"`` trains the experts too. The tiny test
+    model has no experts. Merged-MOLE or compiled calculators (fairchem's GPU presets) cannot be trained.
+    """
+
+    family = "fairchem"
+    lora_targets = (r".*backbone\.blocks\.\d+\.(edge_wise\.so2_conv_[12]\."
+                    r"(fc_m0|so2_m_conv\.\d+\.fc|rad_func\.net\.\d+)|atom_wise\.grid_mlp\.\d+)")
+    lora_rank = 4
+
+    def module(self, calc):
+        settings = calc.predictor.inference_settings
+        if settings.compile or settings.merge_mole or getattr(settings, "nitro", False):
+            raise ValueError(
+                "fairchem: this calculator runs a compiled model or one with its experts merged for one "
+                "composition (inference_settings compile/merge_mole/nitro), which cannot be fine-tuned; load it "
+                "with inference_settings=InferenceSettings(compile=False, merge_mole=False) (what "
+                "load_calculator does on a CPU, or with dtype='float64')")
+        module = super().module(calc)
+        backbone = module.backbone
+        if getattr(backbone, "execution_mode", "general") != "general":
+            raise ValueError(f"fairchem: execution_mode={backbone.execution_mode!r} caches weights in fused "
+                             "kernels; fine-tuning needs execution_mode='general'")
+        frozen = [name for name, trainable in (("charge_embedding|spin_embedding", backbone.cs_emb_grad),
+                                               ("dataset_embedding", backbone.dataset_emb_grad)) if not trainable]
+        _unfreeze_if_all_frozen(module, rf"backbone\.({'|'.join(frozen)})\..*" if frozen else None)
+        return module
+
+    def prepare(self, calc, atoms):
+        atoms = atoms.copy()  # the check fills in charge and spin in atoms.info
+        calc.predictor.validate_atoms_data(atoms, calc.task_name)
+        data = calc.a2g(atoms).to(calc.predictor.device)
+        dtype = calc.predictor.inference_settings.base_precision_dtype
+        for key, value in data:
+            if torch.is_tensor(value) and value.is_floating_point():
+                data[key] = value.to(dtype)
+        tasks = {task.property: task.name for task in calc.predictor.dataset_to_tasks[calc.task_name]}
+        return {"data": data, "tasks": tasks}
+
+    def predict(self, module, sample, training):
+        data = sample["data"].clone()  # the backbone writes into its input
+        module.train(training)  # the EFS head keeps the force graph (create_graph) only in training mode
+        out = module(data)
+        values = {}
+        for prop in ("energy", "forces", "stress"):
+            task = module.tasks[sample["tasks"][prop]]
+            value = task.normalizer.denorm(out[task.name][task.property])
+            if task.element_references is not None:
+                value = task.element_references.undo_refs(data, value)
+            values[prop] = value
+        return values["energy"].reshape(()), values["forces"], _voigt(values["stress"].reshape(3, 3))
+
+
+class UPETAdapter(FamilyAdapter):
+    """PET (metatrain) from a metatrain checkpoint (``.ckpt``, the form PET-MAD is published in).
+
+    LoRA targets the attention and feed-forward linears of the transformer in every GNN layer: 0.97% of a PET
+    with metatrain's default sizes at r=4 (metatrain's own LoRA adapts the attention linears only).
+    """
+
+    family = "upet"
+    lora_targets = r".*backend\.gnn_layers\.\d+\.trans\.layers\.\d+\.(attention\.(input|output)_linear|mlp\.w_(in|out))"
+    lora_rank = 4
+
+    def module(self, calc):
+        trainable = getattr(calc, "umlip_trainable_module", None)
+        if trainable is None:
+            raise ValueError(
+                "upet: this calculator runs an exported TorchScript model (.pt), which cannot be fine-tuned; "
+                "load the metatrain checkpoint (.ckpt) it was exported from (PET-MAD is published as .ckpt)")
+        exported = calc._model  # metatomic's AtomisticModel: it must run this very module, or training is unseen
+        if exported.module is not trainable:
+            exported.module = trainable
+        _unfreeze_if_all_frozen(trainable)
+        return trainable
+
+    def prepare(self, calc, atoms):
+        from metatomic.torch import systems_to_torch
+        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+        capabilities = calc._model.capabilities()
+        unit = capabilities.outputs[calc._energy_key].unit
+        if unit != "eV" or capabilities.length_unit.lower() not in ("angstrom", "a"):
+            raise ValueError(f"upet: fine-tuning needs a model in eV and Angstrom, this one gives {unit} and "
+                             f"{capabilities.length_unit}")
+        system = systems_to_torch(atoms, dtype=calc._dtype, device=calc._device)
+        system = get_system_with_neighbor_lists(system, calc._model.requested_neighbor_lists())
+        return {"system": system, "energy_key": calc._energy_key}
+
+    def predict(self, module, sample, training):
+        import metatensor.torch as mts
+        from metatomic.torch import ModelOutput, System, register_autograd_neighbors
+
+        system = sample["system"]
+        positions = system.positions.detach().clone().requires_grad_(True)
+        strain = torch.eye(3, dtype=positions.dtype, device=positions.device, requires_grad=True)
+        strained = System(types=system.types, positions=positions @ strain, cell=system.cell @ strain,
+                          pbc=system.pbc)
+        for options in system.known_neighbor_lists():
+            neighbors = mts.detach_block(system.get_neighbor_list(options))
+            register_autograd_neighbors(strained, neighbors)
+            strained.add_neighbor_list(options, neighbors)
+        # metatrain's PET adds its per-element energies and output scales in eval mode only: always evaluate
+        module.eval()
+        key = sample["energy_key"]
+        out = module([strained], {key: ModelOutput(unit="eV", sample_kind="system")})
+        energy = out[key].block().values.reshape(())
+        grad_positions, grad_strain = torch.autograd.grad(energy, [positions, strain], create_graph=training)
+        volume = torch.abs(torch.linalg.det(system.cell))
+        return energy, -grad_positions, _voigt(grad_strain / volume)
+
+
 ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (SevenNetAdapter(), CHGNetAdapter(), MACEAdapter(),
-                                                            NequIPAdapter())}
+                                                            NequIPAdapter(), FairChemAdapter(), UPETAdapter())}
 
 
 def adapter_for(calc: Any) -> FamilyAdapter:
