@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -9,9 +11,11 @@ from ase.build import bulk, molecule
 from ase.geometry.rdf import get_rdf
 from ase.io import read
 
-from umlip_helpers.analysis import (TOBERMORITE_FILE, TOBERMORITE_LITERATURE, angle_distribution, compare_peaks,
-                                    literature_peaks, mean_squared_displacement, partial_rdf, read_tobermorite)
+from umlip_helpers.analysis import (TOBERMORITE14_CIF, TOBERMORITE_FILE, TOBERMORITE_LITERATURE, angle_distribution,
+                                    compare_peaks, first_shell_distances, literature_peaks, mean_squared_displacement,
+                                    neighbor_pairs, partial_rdf, read_crystal_structure, read_tobermorite)
 from umlip_helpers.errors import DataValidationError
+from umlip_helpers.io import sha256_file
 
 A_CU = 3.61
 
@@ -129,3 +133,78 @@ def test_literature_peaks_name_the_bad_line(tmp_path):
     problems = {(where, message.split()[0]) for _, _, where, message in error.value.problems}
     n = len(lines)
     assert problems == {(f"line {n + 1}", "unit"), (f"line {n + 1}", "no"), (f"line {n + 2}", "pair")}
+
+
+def test_first_shell_distances_of_fcc_and_bad_input():
+    a = 3.6
+    crystal = bulk("Cu", "fcc", a=a, cubic=True).repeat(2)
+    shell = first_shell_distances(crystal, "Cu-Cu", 3.0)
+    assert shell.mean_angstrom == pytest.approx(a / np.sqrt(2)) and shell.max_angstrom == pytest.approx(a / np.sqrt(2))
+    assert np.all(shell.coordination == 12) and shell.n_distances == 12 * len(crystal) // 2  # each pair once
+    assert shell.next_distance_angstrom == pytest.approx(a)
+    with pytest.raises(ValueError, match="no O in Cu32"):
+        first_shell_distances(crystal, "Cu-O", 3.0)
+    with pytest.raises(ValueError, match="no distance below the cutoff 2.0"):
+        first_shell_distances(crystal, "Cu-Cu", 2.0)
+
+
+# the CIF as copied from COD entry 9013974 (data/README.md); a changed file must be re-checked against COD
+COD_9013974_SHA256 = "11c89c7adebcc258650ad9eadc91c00e90f32d7eb17f283ed17016ede207653a"
+
+
+def test_crystal_first_shell_rows_are_recomputed_from_the_shipped_cif(tmp_path):
+    assert sha256_file(TOBERMORITE14_CIF) == COD_9013974_SHA256
+    crystal = read_crystal_structure(TOBERMORITE14_CIF)
+    assert crystal.get_chemical_formula() == "Ca8O36Si12"
+    assert crystal.info["dropped_sites"] == {"Ca2": 0.5}
+    assert len(read_crystal_structure(TOBERMORITE14_CIF, min_occupancy=0.5)) == len(crystal) + 4
+    rows = {p["pair"]: p for p in literature_peaks()}
+    coordination = {}
+    for pair in ("Si-O", "Ca-O"):
+        row = rows[pair]
+        assert row["doi"] == "10.1111/j.1551-2916.2005.00116.x"
+        method = re.fullmatch(r"mean first-shell distance computed from the published coordinates \(COD 9013974\) "
+                              r"by umlip_helpers\.analysis\.first_shell_distances, cutoff ([0-9.]+) Å", row["method"])
+        assert method, row["method"]
+        shell = first_shell_distances(crystal, pair, float(method.group(1)))
+        assert round(shell.mean_angstrom, 3) == row["value_angstrom"]
+        centre = pair.split("-")[0]
+        assert (f"{shell.n_distances} {pair} distances from {shell.min_angstrom:.3f} to {shell.max_angstrom:.3f} A"
+                in row["source"])
+        # the cutoff sits in a gap of the distances, so any cutoff in that gap gives the same value
+        assert shell.max_angstrom + 0.05 < shell.cutoff_angstrom < shell.next_distance_angstrom - 0.4
+        labels = crystal.arrays["site_label"][shell.centre_indices]
+        coordination[centre] = {label: set(shell.coordination[labels == label].tolist()) for label in set(labels)}
+    assert coordination["Si"] == {"Sil": {4}, "Si2": {4}, "Si3": {4}}  # labels as the entry spells them
+    assert coordination["Ca"] == {"Cal": {7}, "Ca3": {6}}
+    assert "7 O per Ca1 and 6 per Ca3" in rows["Ca-O"]["source"]
+
+    mixed = tmp_path / "mixed.cif"
+    mixed.write_text(TOBERMORITE14_CIF.read_text().replace(
+        "Ca2 0.87900 0.99400 0.00190 0.50000 0.07000", "Ca2 0.87900 0.99400 0.00190 0.50000 0.07000\n"
+                                                       "Na2 0.87900 0.99400 0.00190 0.50000 0.07000"))
+    with pytest.raises(DataValidationError, match=r"site Ca2: shared by \['Ca', 'Na'\]"):
+        read_crystal_structure(mixed)
+
+
+def test_h_h_row_is_the_g2_water_and_applies_to_the_simulated_cell():
+    import ase.data.g2_1
+
+    row = next(p for p in literature_peaks() if p["pair"] == "H-H")
+    assert row["doi"] == "10.1063/1.473182"
+    assert "MP2(full)/6-31G(d) optimized geometries" in ase.data.g2_1.__doc__ and "MP2(full)/6-31G(d)" in row["method"]
+    water = molecule("H2O")
+    assert round(first_shell_distances(water, "H-H", 2.0).mean_angstrom, 3) == row["value_angstrom"]
+    # the reference applies only if the cell holds H2O molecules: O with two H, whose H-H is the first H-H shell
+    cell = read_tobermorite()
+    o_h = first_shell_distances(cell, "O-H", 1.2)
+    assert o_h.next_distance_angstrom > 1.5 and np.bincount(o_h.coordination).tolist() == [120, 16, 40]
+    i, j, _ = neighbor_pairs(cell, 1.2, "ijd", full_list=True)
+    symbols = np.asarray(cell.get_chemical_symbols())
+    hydroxyl = (symbols[i] == "H") & (symbols[j] == "O")
+    oxygen_of = dict(zip(i[hydroxyl].tolist(), j[hydroxyl].tolist()))
+    h_h = first_shell_distances(cell, "H-H", 1.8)
+    assert h_h.n_distances == 40 and h_h.next_distance_angstrom > 1.9
+    i, j, d = neighbor_pairs(cell, 1.8, "ijd")
+    intramolecular = (symbols[i] == "H") & (symbols[j] == "H")
+    assert all(oxygen_of[a] == oxygen_of[b] for a, b in zip(i[intramolecular], j[intramolecular]))

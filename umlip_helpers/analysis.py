@@ -1,8 +1,10 @@
 """Structure analysis of MD frames: partial RDFs with coordination numbers, bond-angle distributions, MSD and
-diffusion coefficients; plus the explicit reader of the shipped tobermorite cell.
+diffusion coefficients; first-shell distances of a crystal (the reference values of
+notebook 05); plus the explicit readers of the shipped tobermorite cell and of a CIF's fully occupied sites.
 
 Pairs come from vesin's neighbour list (C++, O(N)), so no function here loops over atoms in Python.
-Every function averages over the frames it is given (an ``Atoms`` or a list of them, e.g. ``ase.io.read(traj, ":")``).
+The MD analyses average over the frames they are given (an ``Atoms`` or a list of them, e.g.
+``ase.io.read(traj, ":")``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .results import Result
 
 TOBERMORITE_FILE = Path(__file__).resolve().parent.parent / "data" / "tobermorite" / "tobermorite_352.xyz"
 TOBERMORITE_LITERATURE = TOBERMORITE_FILE.parent.parent / "references" / "tobermorite_literature.csv"
+#: tobermorite 14 Å (Bonaccorsi et al. 2005) as COD entry 9013974; the crystal reference of the first-shell distances
+TOBERMORITE14_CIF = TOBERMORITE_LITERATURE.parent / "tobermorite14_cod9013974.cif"
 #: literature rows whose ``quantity`` is this prefix plus an element pair ("first_peak_Ca-O") give a first-peak position
 PEAK_QUANTITY_PREFIX = "first_peak_"
 #: 1 Å²/ps in cm²/s
@@ -181,7 +185,7 @@ def literature_peaks(path: str | Path = TOBERMORITE_LITERATURE) -> list[dict]:
     import csv
 
     path = Path(path)
-    numbered = [(k, line) for k, line in enumerate(path.read_text().splitlines(), start=1)
+    numbered = [(k, line) for k, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
                 if line.strip() and not line.lstrip().startswith("#")]
     if not numbered:
         raise DataValidationError([(str(path), None, "header", "the file has no header row")])
@@ -230,6 +234,106 @@ def compare_peaks(rdf: RDFResult, references: Sequence[dict]) -> list[dict]:
                       "difference_angstrom": model - ref["value_angstrom"], "phase": ref["phase"],
                       "method": ref["method"], "doi": ref["doi"]})
     return table
+
+
+@dataclasses.dataclass(frozen=True)
+class FirstShellResult(Result):
+    """Distances from each A atom to the B atoms within a cutoff (pair "A-B"), e.g. Si-O bonds in a crystal.
+
+    ``coordination`` holds the number of B within the cutoff of each A (in the order of ``centre_indices``);
+    ``next_distance_angstrom`` is the shortest A-B distance beyond the cutoff (NaN if none within 1.5 Å of it), so
+    a cutoff that sits in a gap of the distance distribution shows as ``max_angstrom < cutoff < next_distance``.
+    """
+
+    pair: str
+    cutoff_angstrom: float
+    mean_angstrom: float
+    min_angstrom: float
+    max_angstrom: float
+    n_distances: int
+    mean_coordination: float
+    next_distance_angstrom: float
+    distances_angstrom: np.ndarray
+    centre_indices: np.ndarray
+    coordination: np.ndarray
+    provenance: dict
+
+    def plot(self, ax=None):
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.5))
+        ax.hist(self.distances_angstrom, bins=30, color="0.6")
+        ax.axvline(self.mean_angstrom, color="k", lw=0.8, label=f"mean {self.mean_angstrom:.3f} Å")
+        ax.set_xlabel(f"{self.pair} distance (Å)")
+        ax.set_ylabel("count")
+        ax.legend(fontsize="small")
+        return ax
+
+
+#: how far beyond the cutoff ``first_shell_distances`` looks for the next distance
+_GAP_SEARCH_ANGSTROM = 1.5
+
+
+def first_shell_distances(atoms: Atoms, pair: str | Sequence[str], cutoff_angstrom: float) -> FirstShellResult:
+    """Every A-B distance below ``cutoff_angstrom`` for ``pair`` "A-B" (A the centre): mean, min, max, the number of
+    B around each A, and the next distance beyond the cutoff. Periodic images count where ``atoms.pbc`` says so.
+    An A-A pair counts each distance once."""
+    a, b = _parse_pair(pair)
+    sym = np.asarray(atoms.get_chemical_symbols())
+    for element in (a, b):
+        if element not in sym:
+            raise ValueError(f"pair {a}-{b}: no {element} in {atoms.get_chemical_formula()}")
+    i, j, d = neighbor_pairs(atoms, cutoff_angstrom + _GAP_SEARCH_ANGSTROM, "ijd", full_list=True)
+    pairs = (sym[i] == a) & (sym[j] == b)
+    inside = pairs & (d < cutoff_angstrom)
+    beyond = d[pairs & (d >= cutoff_angstrom)]
+    centres = np.flatnonzero(sym == a)
+    coordination = np.bincount(i[inside], minlength=len(atoms))[centres]
+    distances = d[inside & (i < j)] if a == b else d[inside]
+    if len(distances) == 0:
+        raise ValueError(f"pair {a}-{b}: no distance below the cutoff {cutoff_angstrom} Å")
+    return FirstShellResult(
+        _pair_name(a, b), float(cutoff_angstrom), float(distances.mean()), float(distances.min()),
+        float(distances.max()), int(len(distances)), float(coordination.mean()),
+        float(beyond.min()) if len(beyond) else float("nan"), np.sort(distances), centres, coordination,
+        provenance(None, pair=_pair_name(a, b), cutoff_angstrom=cutoff_angstrom, formula=atoms.get_chemical_formula()))
+
+
+def read_crystal_structure(path: str | Path = TOBERMORITE14_CIF, min_occupancy: float = 1.0) -> Atoms:
+    """A CIF's conventional cell (``ase.io.read(..., format="cif")``), keeping only the atoms on sites whose
+    occupancy is at least ``min_occupancy``.
+
+    ASE places an atom at every symmetry copy of a partly occupied site, so distances to and between such copies
+    describe no real cell: with the default only fully occupied sites stay. In the tobermorite 14 Å entry that
+    drops the interlayer Ca2 (occupancy 0.5). Each atom gets ``arrays["site_label"]`` and
+    ``arrays["site_occupancy"]``; ``info["dropped_sites"]`` maps each dropped label to its occupancy. A site
+    shared by two elements raises DataValidationError naming it.
+    """
+    from ase.io import read
+
+    path = Path(path)
+    atoms = read(path, format="cif", store_tags=True)
+    labels = list(atoms.info["_atom_site_label"])
+    occupancy = atoms.info.get("occupancy") or {}
+    site_occupancy, problems = [], []
+    for site, label in enumerate(labels):
+        species = occupancy.get(str(site), {})
+        if len(species) > 1:
+            problems.append((str(path), None, f"site {label}", f"shared by {sorted(species)}; not supported"))
+        site_occupancy.append(float(next(iter(species.values()), 1.0)))
+    if problems:
+        raise DataValidationError(problems)
+    kinds = atoms.arrays["spacegroup_kinds"]
+    atoms.arrays["site_label"] = np.asarray(labels)[kinds]
+    atoms.arrays["site_occupancy"] = np.asarray(site_occupancy)[kinds]
+    kept = atoms[atoms.arrays["site_occupancy"] >= min_occupancy]
+    if len(kept) == 0:
+        raise DataValidationError([(str(path), None, "_atom_site_occupancy",
+                                    f"no site has occupancy >= {min_occupancy}")])
+    kept.info = {"source": path.name, "spacegroup": atoms.info.get("spacegroup"),
+                 "dropped_sites": {label: occ for label, occ in zip(labels, site_occupancy) if occ < min_occupancy}}
+    return kept
 
 
 @dataclasses.dataclass(frozen=True)
