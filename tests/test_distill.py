@@ -123,3 +123,35 @@ def test_bad_input_is_named(copper, tmp_path):
         distill(copper_only, [copper, nickel], tmp_path / "out")
     with pytest.raises(UnsupportedElements, match="configuration 0"):
         label_with(copper_only, [nickel])
+
+
+def test_student_training_resumes_to_the_same_weights(tmp_path):
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)  # 4 atoms: resume is about the bookkeeping, not the model
+    data = label_with(EMT(), generate_configurations(cell, None, rattle_amplitudes_angstrom=(0.05,),
+                                                     rattles_per_amplitude=4, strains=(), seed=2, progress=False),
+                      progress=False)
+    options = dict(architecture="mace", epochs=3, batch_size=2, device="cpu", progress=False, seed=5)
+    whole = train_student(data, tmp_path / "whole", **options)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_second_epoch(step):
+        if step["epoch"] == 1 and step["step"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_student(data, tmp_path / "killed", callback=kill_in_second_epoch, **options)
+    with pytest.raises(Exception, match="resume"):  # refuses to start over a run silently
+        train_student(data, tmp_path / "killed", **options)
+    steps = []
+    resumed = train_student(data, tmp_path / "killed", resume=True, callback=steps.append, **options)
+    assert [s["epoch"] for s in steps] == [1, 1, 2, 2]  # continued in epoch 1, not from scratch
+    assert [row["epoch"] for row in resumed.log] == [0, 1, 2]
+    predictions = []
+    for run in (whole, resumed):
+        atoms = data[0].atoms.copy()
+        atoms.calc = load_calculator(run.path, device="cpu")
+        predictions.append((atoms.get_potential_energy(), atoms.get_forces()))
+    assert predictions[0][0] == predictions[1][0]
+    assert (predictions[0][1] == predictions[1][1]).all()

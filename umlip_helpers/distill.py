@@ -322,6 +322,8 @@ def train_student(
     seed: int = 0,
     device: str = "auto",
     teacher: dict[str, Any] | None = None,
+    resume: bool = False,
+    callback: Any = None,
     progress: bool = True,
 ) -> StudentTraining:
     """Build a small ``architecture`` model from scratch and train every weight on ``data`` (labelled frames).
@@ -330,13 +332,15 @@ def train_student(
     model's energies already match the labels on average (least squares). ``size`` overrides
     :data:`STUDENT_SIZES`. ``out`` receives the untrained model, the student (``student.model`` or ``student.pth``)
     with its sidecar ``.json``, and the training log and checkpoint. Without ``val``, ``val_fraction`` of the frames
-    (when there are 10 or more) validate.
+    (when there are 10 or more) validate. A killed run continues with ``resume=True`` (same arguments, same ``out``)
+    from its last epoch checkpoint, to the same weights as an uninterrupted run; ``callback`` gets each optimiser
+    step (see :func:`umlip_helpers.finetune.trainer.train`).
     """
     import torch
 
     from .finetune.adapters import adapter_for
-    from .finetune.trainer import (Hyperparameters, LossWeights, errors, make_samples, predict_all,
-                                   prepare_samples, train)
+    from .finetune.trainer import (CHECKPOINT_NAME, Hyperparameters, LossWeights, errors, make_samples,
+                                   predict_all, prepare_samples, train)
 
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
@@ -350,8 +354,9 @@ def train_student(
     size = {**STUDENT_SIZES[architecture], **(size or {})}
     weights = loss_weights or LossWeights(**DISTILLATION_LOSS_WEIGHTS)
     out = Path(out)
-    if (out / "checkpoint.pt").exists():
-        raise UmlipError(f"{out} already holds a student training run; choose a new directory")
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise UmlipError(f"{out} already holds a student training run: pass resume=True to continue it, or choose a "
+                         "new directory")
     out.mkdir(parents=True, exist_ok=True)
     cutoff = size["r_max"] if architecture == "mace" else size["cutoff"]
     stats = _statistics(data, cutoff)
@@ -386,7 +391,8 @@ def train_student(
     hp = Hyperparameters(strategy="full", epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                          weights=weights)
     torch.manual_seed(seed)
-    outcome = train(adapter, module, train_samples, val_samples, hp, out, progress=progress)
+    outcome = train(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
+                    callback=callback)
     module.eval()
     eval_set = val if val is not None else data
     prepared_eval = prepared_val if val is not None else prepared_train
