@@ -13,9 +13,15 @@ from umlip_helpers.finetune.e3nn_fx import fuse_block_slices  # noqa: E402
 from umlip_helpers.models import get_family, load_calculator  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_sevennet(tmp_path_factory):
-    return get_family("sevennet").build_tiny(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=2)
+TINY = {"sevennet": ("sevenn", {}), "mace": ("mace", {}), "nequip": ("nequip", {"architecture": "nequip"})}
+
+
+@pytest.fixture(scope="module", params=list(TINY))
+def tiny_model(request, tmp_path_factory):
+    package, options = TINY[request.param]
+    pytest.importorskip(package)
+    return get_family(request.param).build_tiny(tmp_path_factory.mktemp(request.param) / "tiny", ["Y", "Mn", "O"],
+                                                seed=2, **options)
 
 
 def training_step(adapter, module, sample):
@@ -32,12 +38,14 @@ def training_step(adapter, module, sample):
 
 
 @pytest.mark.slow
-def test_fused_graphs_give_identical_numbers_and_gradients_with_fewer_slice_backwards(tiny_sevennet):
-    plain_calc, fused_calc = (load_calculator(tiny_sevennet, device="cpu") for _ in range(2))
+def test_fused_graphs_give_identical_numbers_and_gradients_with_fewer_slice_backwards(tiny_model):
+    plain_calc, fused_calc = (load_calculator(tiny_model, device="cpu") for _ in range(2))
     adapter = adapter_for(fused_calc)
     plain = FamilyAdapter.module(adapter, plain_calc)  # the family's module, not rewritten
-    fused = adapter.module(fused_calc)  # the adapter rewrites SevenNet's graphs
+    fused = adapter.module(fused_calc)  # the adapter rewrites the e3nn graphs
     assert fuse_block_slices(fused) == 0, "the rewrite is idempotent"
+    for module in (plain, fused):
+        module.requires_grad_(True)  # calculators load some families frozen
     atoms = bulk("MnO", "rocksalt", a=4.45) * (2, 1, 1)
     atoms.symbols[0] = "Y"
     atoms.rattle(0.05, seed=3)
@@ -48,7 +56,8 @@ def test_fused_graphs_give_identical_numbers_and_gradients_with_fewer_slice_back
     assert before[3].keys() == after[3].keys() and len(after[3]) > 10
     for name in before[3]:
         torch.testing.assert_close(before[3][name], after[3][name], rtol=1e-5, atol=1e-8, msg=name)
-    assert before[4] >= 10 and after[4] <= before[4] // 5, (before[4], after[4])
+    # measured: SevenNet 35 -> 5, MACE 39 -> 9 (its symmetric contraction slices outside the generated code)
+    assert before[4] >= 10 and after[4] <= before[4] // 4, (before[4], after[4])
     # the ASE calculator uses the rewritten module too: still the same energies
     a, b = atoms.copy(), atoms.copy()
     a.calc, b.calc = plain_calc, fused_calc
