@@ -2,6 +2,9 @@
 
     python benchmarks/finetune_ymno3.py [--profile ci|cpu|full] [--models sevennet-0,chgnet-0.3.0]
                                         [--strategies lora,head,full] [--out benchmarks/results/finetune_ymno3.json]
+                                        [--workdir DIR [--resume]]
+
+A killed GPU/CPU job continues with the same command plus ``--workdir DIR --resume``.
 
 Frames are shuffled once (seed 0) and cut into a test block (never trained on), a validation block (early
 stopping) and a training pool whose first N frames train. For every model and strategy the JSON holds
@@ -29,7 +32,8 @@ import numpy as np  # noqa: E402
 from umlip_helpers.data import read_dataset  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
-from umlip_helpers.finetune.trainer import errors, peak_memory_mb, predict_all, prepare_samples  # noqa: E402
+from umlip_helpers.finetune.trainer import (CHECKPOINT_NAME, errors, peak_memory_mb, predict_all,  # noqa: E402
+                                           prepare_samples)
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 
@@ -145,6 +149,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_ymno3.json"))
     parser.add_argument("--workdir", default=None, help="where fine-tuned models are written (default: temporary)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the runs a killed job left in --workdir from their last epoch checkpoint")
     args = parser.parse_args(argv)
 
     import torch
@@ -180,7 +186,8 @@ def main(argv=None) -> dict:
         for strategy in args.strategies.split(","):
             out = workdir / f"{name}_{strategy}"
             report = finetune(name, train, val, strategy=strategy, out=out, epochs=profile["epochs"],
-                              batch_size=profile["batch_size"], patience=profile["patience"], device=args.device)
+                              batch_size=profile["batch_size"], patience=profile["patience"], device=args.device,
+                              resume=args.resume and (out / CHECKPOINT_NAME).is_file())
             tuned = load_calculator(out, device=args.device)
             tuned_adapter = adapter_for(tuned.umlip_base)
             tuned_test = predict_all(tuned_adapter, tuned_adapter.module(tuned.umlip_base),
