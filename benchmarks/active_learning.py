@@ -1,10 +1,11 @@
 """Online active learning against parent-only BFGS (FINETUNA's comparison), with EMT (and optionally GPAW) parents.
 
-    python benchmarks/active_learning.py [--profile ci|full] [--gpaw] [--model sevennet-0]
+    python benchmarks/active_learning.py [--profile ci|small|full] [--gpaw] [--model sevennet-0]
 
-Writes benchmarks/results/active_learning.json (ci) or active_learning_full.json (full, rewritten after every
-system): per system the parent calls of both methods, final parent energies, the wall-time split (surrogate /
-parent / training); overall the parent calls as % of the baseline's,
+"full" is FINETUNA-sized (30 systems of 31-38 atoms, 3x3x4 slabs), "small" the same set on 2x2x3 slabs (see
+umlip_helpers.active.systems.benchmark_systems). Writes benchmarks/results/active_learning.json (ci) or
+active_learning_<profile>.json (rewritten after every system): per system the parent calls of both methods, final
+parent energies, the wall-time split (surrogate / parent / training); overall the parent calls as % of the baseline's,
 the fraction of final energies within 0.02 eV of the baseline's, uncertainty-error rank correlations. The ci profile
 also runs variants on the same systems: the learner without the secant correction (rank 8, as before it was added),
 query="relax_only" and query="uncertainty", and the closed-form readout fit against the fine-tuning engine (head).
@@ -119,7 +120,7 @@ def summarise(rows, correlations) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", choices=("ci", "full"), default="ci")
+    parser.add_argument("--profile", choices=("ci", "small", "full"), default="ci")
     parser.add_argument("--model", default="sevennet-0")
     parser.add_argument("--fmax", type=float, default=0.03)
     parser.add_argument("--gpaw", action="store_true", help="also run the GPAW-parent case (minutes)")

@@ -13,6 +13,7 @@ from ase.constraints import FixAtoms
 from umlip_helpers.active import ActiveLearningFailed, parent_bfgs, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
+from umlip_helpers.active.systems import METALS, adsorbate_slab, benchmark_systems, rattle_free_metal
 from umlip_helpers.active.uncertainty import DescriptorDistance
 from umlip_helpers.parents import emt_parent
 
@@ -120,6 +121,32 @@ def test_descriptor_distance_flags_unseen_environments(sevennet0):
     distance = DescriptorDistance(readout.evaluate(seen).atom_features)
     assert distance.score(readout.evaluate(unseen).atom_features) > 10 * distance.score(
         readout.evaluate(nearby).atom_features)
+
+
+def test_full_benchmark_set_is_finetuna_sized():
+    systems = dict(benchmark_systems("full"))
+    assert len(systems) >= 20
+    sizes = [len(atoms) for atoms in systems.values()]
+    assert min(sizes) >= 31 and max(sizes) <= 38
+    for name, atoms in systems.items():
+        if "vacancy" in name:
+            continue
+        fixed = atoms.constraints[0].get_indices()
+        assert set(atoms.get_tags()[fixed]) == {3, 4}, name  # the bottom two of four layers
+    assert len(dict(benchmark_systems("small"))) == len(systems)
+    with pytest.raises(ValueError, match="profile must be"):
+        list(benchmark_systems("huge"))
+
+
+def test_rattle_moves_only_free_metal_atoms():
+    slab = adsorbate_slab("Pt", "100", "CO", (3, 3, 4), fixed_layers=2)
+    moved = rattle_free_metal(slab.copy(), 0.1, seed=0)
+    shift = np.linalg.norm(moved.positions - slab.positions, axis=1)
+    metal = np.array([s in METALS for s in slab.get_chemical_symbols()])
+    free = np.ones(len(slab), dtype=bool)
+    free[slab.constraints[0].get_indices()] = False
+    assert np.all(shift[~free | ~metal] == 0.0)  # fixed layers and the adsorbate keep their geometry
+    assert np.all(shift[free & metal] > 0.0) and 0.05 < shift[free & metal].mean() < 0.3
 
 
 def test_bad_arguments_are_rejected(sevennet0):

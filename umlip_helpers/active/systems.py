@@ -3,18 +3,21 @@ and the per-system comparison against parent-only BFGS."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 ADSORBATES = ("H", "O", "C", "N", "CO", "OH")
 METALS = ("Ni", "Cu", "Pt", "Pd", "Al")
+Profile = Literal["ci", "small", "full", "all"]
 
 
-def adsorbate_slab(metal: str, facet: str, adsorbate: str):
+def adsorbate_slab(metal: str, facet: str, adsorbate: str, size: tuple[int, int, int] = (2, 2, 3),
+                   fixed_layers: int = 1):
+    """``adsorbate`` on the fcc/hollow site of an fcc(111)/(100) slab of ``size`` with the bottom layers fixed."""
     from ase.build import add_adsorbate, fcc100, fcc111, molecule
     from ase.constraints import FixAtoms
 
     build, site = (fcc111, "fcc") if facet == "111" else (fcc100, "hollow")
-    slab = build(metal, (2, 2, 3), vacuum=6.0)
+    slab = build(metal, size, vacuum=6.0)
     if adsorbate in ("CO", "OH"):
         mol = molecule(adsorbate)
         if mol[0].position[2] > mol[1].position[2]:  # bind through C (CO) or O (OH)
@@ -23,46 +26,77 @@ def adsorbate_slab(metal: str, facet: str, adsorbate: str):
         add_adsorbate(slab, mol, 1.8, site)
     else:
         add_adsorbate(slab, adsorbate, 1.5, site)
-    slab.set_constraint(FixAtoms(indices=[atom.index for atom in slab if atom.tag == 3]))
+    layers = size[2]
+    slab.set_constraint(FixAtoms(indices=[atom.index for atom in slab if atom.tag > layers - fixed_layers]))
     return slab
 
 
-def bulk_vacancy(metal: str):
+def bulk_vacancy(metal: str, repeat: tuple[int, int, int] = (2, 2, 1)):
+    """A vacancy in a cubic fcc supercell, rattled by 0.02 Å."""
     from ase.build import bulk
 
-    atoms = bulk(metal, "fcc", cubic=True).repeat((2, 2, 1))
+    atoms = bulk(metal, "fcc", cubic=True).repeat(repeat)
     del atoms[0]
     atoms.rattle(0.02, seed=0)
     return atoms
 
 
-def clean_surface(metal: str):
-    from ase.build import fcc111
+def clean_surface(metal: str, facet: str = "111", size: tuple[int, int, int] = (2, 2, 4), fixed_layers: int = 2):
+    """A clean fcc(111)/(100) slab with the bottom layers fixed, rattled by 0.03 Å."""
+    from ase.build import fcc100, fcc111
     from ase.constraints import FixAtoms
 
-    slab = fcc111(metal, (2, 2, 4), vacuum=6.0)
-    slab.set_constraint(FixAtoms(indices=[atom.index for atom in slab if atom.tag >= 3]))
+    slab = (fcc111 if facet == "111" else fcc100)(metal, size, vacuum=6.0)
+    slab.set_constraint(FixAtoms(indices=[atom.index for atom in slab if atom.tag > size[2] - fixed_layers]))
     slab.rattle(0.03, seed=1)
     return slab
 
 
-def benchmark_systems(profile: str = "ci") -> Iterator[tuple[str, Any]]:
-    """(name, Atoms) pairs. "ci": 3 systems. "full": 30, like FINETUNA's set: per metal two adsorbates on (111)
-    and two on (100), cycling through the adsorbates so that every adsorbate meets every facet, plus the metal's
-    bulk vacancy and clean (111) surface. "all": every adsorbate on every facet of every metal (70 systems)."""
+def rattle_free_metal(atoms, stdev_angstrom: float = 0.1, seed: int = 0):
+    """Displace the unconstrained metal atoms randomly (an unrelaxed surface, like OC20's initial structures);
+    adsorbates keep their geometry."""
+    import numpy as np
+
+    movable = np.array([symbol in METALS for symbol in atoms.get_chemical_symbols()])
+    for constraint in atoms.constraints:
+        movable[constraint.get_indices()] = False
+    atoms.positions[movable] += np.random.default_rng(seed).normal(0.0, stdev_angstrom, (movable.sum(), 3))
+    return atoms
+
+
+def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
+    """(name, Atoms) pairs.
+
+    * "ci": 3 small systems (tests, notebook 06).
+    * "full": FINETUNA's setting, 30 systems of 31–38 atoms: per metal two adsorbates on 3×3×4 (111) and two on
+      3×3×4 (100) slabs with the bottom two layers fixed (the adsorbates cycle so that every adsorbate meets every
+      facet), a vacancy in a 2×2×2 cubic supercell (31 atoms) and a clean 3×3×4 (100) surface; the free metal
+      atoms start displaced by 0.1 Å (:func:`rattle_free_metal`), as OC20's unrelaxed initial structures.
+    * "small": the same 30 systems on 2×2×3 slabs (bottom layer fixed), 15-atom vacancy cells and 2×2×4 (111)
+      surfaces (13–16 atoms; parent-only BFGS needs only ~15 steps there).
+    * "all": every adsorbate on every facet of every metal at the "full" size (70 systems).
+    """
     if profile == "ci":
         yield "Cu(111)+O", adsorbate_slab("Cu", "111", "O")
         yield "Pt(100)+CO", adsorbate_slab("Pt", "100", "CO")
         yield "Ni vacancy", bulk_vacancy("Ni")
         return
+    if profile not in ("small", "full", "all"):
+        raise ValueError(f"profile must be ci, small, full or all, not {profile!r}")
+    small = profile == "small"
+    slab_size, fixed = ((2, 2, 3), 1) if small else ((3, 3, 4), 2)
+    start = (lambda atoms: atoms) if small else rattle_free_metal
     for i, metal in enumerate(METALS):
         for f, facet in enumerate(("111", "100")):
             picked = ADSORBATES if profile == "all" else \
                 [ADSORBATES[(2 * (2 * i + f) + t) % len(ADSORBATES)] for t in range(2)]
             for adsorbate in picked:
-                yield f"{metal}({facet})+{adsorbate}", adsorbate_slab(metal, facet, adsorbate)
-        yield f"{metal} vacancy", bulk_vacancy(metal)
-        yield f"{metal}(111) clean", clean_surface(metal)
+                yield f"{metal}({facet})+{adsorbate}", start(adsorbate_slab(metal, facet, adsorbate, slab_size, fixed))
+        yield f"{metal} vacancy", start(bulk_vacancy(metal, (2, 2, 1) if small else (2, 2, 2)))
+        if small:
+            yield f"{metal}(111) clean", clean_surface(metal)
+        else:
+            yield f"{metal}(100) clean", start(clean_surface(metal, "100", (3, 3, 4), 2))
 
 
 def compare_to_parent_bfgs(atoms, calc, parent_factory, fmax: float = 0.03, **options) -> tuple[dict, Any]:
