@@ -67,3 +67,18 @@ def emt():
     from umlip_helpers.models import load_calculator
 
     return load_calculator("emt")
+
+
+@pytest.fixture
+def kill_training_at():
+    """``kill_training_at(epoch, step)``: a trainer callback that raises RuntimeError("training killed ...") at that
+    optimiser step, as a killed job would stop mid-epoch."""
+
+    def make(epoch: int, step: int):
+        def callback(progress: dict) -> None:
+            if progress["epoch"] == epoch and progress["step"] == step:
+                raise RuntimeError(f"training killed at epoch {epoch}, step {step}")
+
+        return callback
+
+    return make

@@ -125,7 +125,7 @@ def test_bad_input_is_named(copper, tmp_path):
         label_with(copper_only, [nickel])
 
 
-def test_student_training_resumes_to_the_same_weights(tmp_path):
+def test_student_training_resumes_to_the_same_weights(tmp_path, kill_training_at):
     cell = bulk("Cu", "fcc", a=3.61, cubic=True)  # 4 atoms: resume is about the bookkeeping, not the model
     data = label_with(EMT(), generate_configurations(cell, None, rattle_amplitudes_angstrom=(0.05,),
                                                      rattles_per_amplitude=4, strains=(), seed=2, progress=False),
@@ -133,15 +133,8 @@ def test_student_training_resumes_to_the_same_weights(tmp_path):
     options = dict(architecture="mace", epochs=3, batch_size=2, device="cpu", progress=False, seed=5)
     whole = train_student(data, tmp_path / "whole", **options)
 
-    class Killed(Exception):
-        pass
-
-    def kill_in_second_epoch(step):
-        if step["epoch"] == 1 and step["step"] == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        train_student(data, tmp_path / "killed", callback=kill_in_second_epoch, **options)
+    with pytest.raises(RuntimeError, match="training killed"):
+        train_student(data, tmp_path / "killed", callback=kill_training_at(epoch=1, step=1), **options)
     with pytest.raises(Exception, match="resume"):  # refuses to start over a run silently
         train_student(data, tmp_path / "killed", **options)
     steps = []

@@ -109,22 +109,16 @@ def test_finetune_output_loads_by_path_and_reproduces_the_trained_model(tiny_sev
     assert abs(e - ymno3_frames[2].energy_ev) / len(atoms) < 0.05
 
 
-def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny_sevennet, ymno3_frames, tmp_path):
+def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny_sevennet, ymno3_frames, tmp_path,
+                                                                        kill_training_at):
     from safetensors.torch import load_file
 
     options = dict(strategy="lora", epochs=3, batch_size=1, lr=0.02, progress=False, seed=3)
     finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "a", **options)
 
-    class Killed(Exception):
-        pass
-
-    def kill_in_second_epoch(step):
-        if step["epoch"] == 1 and step["step"] == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
+    with pytest.raises(RuntimeError, match="training killed"):
         finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "b",
-                 callback=kill_in_second_epoch, **options)
+                 callback=kill_training_at(epoch=1, step=1), **options)
     with pytest.raises(Exception, match="resume"):  # refuses to overwrite a run silently
         finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "b", **options)
     steps = []
