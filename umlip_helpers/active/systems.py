@@ -68,7 +68,7 @@ def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
     """(name, Atoms) pairs.
 
     * "ci": 3 small systems (tests, notebook 06).
-    * "full": FINETUNA's setting, 30 systems of 31–38 atoms: per metal two adsorbates on 3×3×4 (111) and two on
+    * "full": FINETUNA-sized, 30 systems of 31–38 atoms: per metal two adsorbates on 3×3×4 (111) and two on
       3×3×4 (100) slabs with the bottom two layers fixed (the adsorbates cycle so that every adsorbate meets every
       facet), a vacancy in a 2×2×2 cubic supercell (31 atoms) and a clean 3×3×4 (100) surface; the free metal
       atoms start displaced by 0.1 Å (:func:`rattle_free_metal`), as OC20's unrelaxed initial structures.

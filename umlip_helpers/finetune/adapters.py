@@ -110,7 +110,7 @@ class CHGNetAdapter(FamilyAdapter):
         n_atoms = sample.atomic_number.shape[0]
         energy = out["e"][0] * n_atoms if module.is_intensive else out["e"][0]
         s = out["s"][0] * GPa
-        stress = torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        stress = _voigt(s)
         return energy, out["f"][0], stress
 
 
@@ -133,7 +133,7 @@ class MACEAdapter(E3nnFamilyAdapter):
         out = module(inputs, compute_stress=True, training=training)  # training keeps the force graph
         e_unit, l_unit = sample["energy_to_ev"], sample["length_to_angstrom"]
         s = out["stress"][0] * e_unit / l_unit ** 3
-        stress = torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        stress = _voigt(s)
         n_atoms = int(batch["ptr"][1])
         return out["energy"][0] * e_unit, out["forces"][:n_atoms] * e_unit / l_unit, stress
 
@@ -156,13 +156,14 @@ class NequIPAdapter(E3nnFamilyAdapter):
         out = module(dict(sample["data"]))  # the model adds keys to its input: give it a copy
         e_unit, l_unit = sample["energy_to_ev"], sample["length_to_angstrom"]
         s = out["stress"].reshape(3, 3) * e_unit / l_unit ** 3
-        stress = torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
+        stress = _voigt(s)
         return out["total_energy"].reshape(()) * e_unit, out["forces"] * e_unit / l_unit, stress
 
 
 def _voigt(s: torch.Tensor) -> torch.Tensor:
     """(xx, yy, zz, yz, xz, xy) of the symmetric part of a 3x3 stress, as ASE's ``full_3x3_to_voigt_6_stress``
-    (a model that is not rotation-invariant, PET, gives an asymmetric strain derivative)."""
+    gives the calculators' stress (exact for a symmetric tensor; a model that is not rotation-invariant, PET, gives
+    an asymmetric strain derivative)."""
     s = (s + s.T) / 2
     return torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
