@@ -1,13 +1,14 @@
 """Online active learning against parent-only BFGS (FINETUNA's comparison), with EMT (and optionally GPAW) parents.
 
-    python benchmarks/active_learning.py [--profile ci|small|full] [--gpaw] [--model sevennet-0]
+    python benchmarks/active_learning.py [--profile ci|small|full] [--correction gp|secant] [--gpaw] [--model M]
 
 "full" is FINETUNA-sized (30 systems of 31-38 atoms, 3x3x4 slabs), "small" the same set on 2x2x3 slabs (see
 umlip_helpers.active.systems.benchmark_systems). Writes benchmarks/results/active_learning.json (ci) or
-active_learning_<profile>.json (rewritten after every system): per system the parent calls of both methods, final
-parent energies, the wall-time split (surrogate / parent / training); overall the parent calls as % of the baseline's,
-the fraction of final energies within 0.02 eV of the baseline's, uncertainty-error rank correlations. The ci profile
-also runs variants on the same systems: the learner without the secant correction (rank 8, as before it was added),
+active_learning_<profile>.json (plus _<correction> unless it is "gp"; rewritten after every system): per system the
+parent calls of both methods, final parent energies, the wall-time split (surrogate / parent / training); overall
+the parent calls as % of the baseline's, the fraction of final energies within 0.02 eV of the baseline's,
+uncertainty-error rank correlations. The ci profile
+also runs variants on the same systems: the anchor alone (rank 8, the first version), the secant correction,
 query="relax_only" and query="uncertainty", and the closed-form readout fit against the fine-tuning engine (head).
 """
 
@@ -79,7 +80,7 @@ def gpaw_case(calc) -> dict:
 
 def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options) -> tuple[list, dict]:
     """Every system against parent-only BFGS; rows and (uncertainty, true error) pairs."""
-    rows, correlations = [], {"committee": ([], []), "descriptor": ([], [])}
+    rows, correlations = [], {"committee": ([], []), "descriptor": ([], []), "gp": ([], [])}
     for name, atoms in systems:
         start = time.perf_counter()
         row, active = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=fmax, **options)
@@ -87,6 +88,7 @@ def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options)
         rows.append(row)
         correlations["committee"][0].extend(active.committee_force_std_ev_per_angstrom)
         correlations["descriptor"][0].extend(active.descriptor_q_score)
+        correlations["gp"][0].extend(active.gp_force_std_ev_per_angstrom)
         for key in correlations:
             correlations[key][1].extend(active.true_force_error_ev_per_angstrom)
         print(f"{label}{name:18s} BFGS {row['baseline_parent_calls']:3d}  active {row['active_parent_calls']:3d}  "
@@ -114,6 +116,7 @@ def summarise(rows, correlations) -> dict:
         "wall_seconds": sum(r["wall_seconds"] for r in rows),
         "spearman_committee_std_vs_force_error": spearman(*correlations["committee"]),
         "spearman_descriptor_q_vs_force_error": spearman(*correlations["descriptor"]),
+        "spearman_gp_std_vs_force_error": spearman(*correlations["gp"]),
         "n_uncertainty_points": len(correlations["committee"][1]),
     }
 
@@ -123,29 +126,33 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", choices=("ci", "small", "full"), default="ci")
     parser.add_argument("--model", default="sevennet-0")
     parser.add_argument("--fmax", type=float, default=0.03)
+    parser.add_argument("--correction", choices=("gp", "secant", "anchor", "none"), default="gp")
     parser.add_argument("--gpaw", action="store_true", help="also run the GPAW-parent case (minutes)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     calc = load_calculator(args.model, device="auto")
-    out_path = ROOT / "benchmarks" / "results" / ("active_learning.json" if args.profile == "ci"
-                                                  else f"active_learning_{args.profile}.json")
+    suffix = "" if args.correction == "gp" else f"_{args.correction}"
+    out_path = ROOT / "benchmarks" / "results" / ("active_learning" + ("" if args.profile == "ci" else
+                                                                        f"_{args.profile}") + f"{suffix}.json")
     result = {"profile": args.profile,
               "provenance": provenance(calc, profile=args.profile, fmax=args.fmax, parent="emt",
-                                       baseline="ase BFGS maxstep 0.2 on the parent")}
+                                       correction=args.correction, baseline="ase BFGS maxstep 0.2 on the parent")}
 
     def save_partial(rows, correlations):
         result.update(summary=summarise(rows, correlations), systems=rows, complete=False)
         atomic_write_json(out_path, result)
 
-    rows, correlations = run_set(calc, benchmark_systems(args.profile), args.fmax, on_row=save_partial)
+    rows, correlations = run_set(calc, benchmark_systems(args.profile), args.fmax, on_row=save_partial,
+                                 correction=args.correction)
     result.update(summary=summarise(rows, correlations), systems=rows, complete=True,
                   uncertainty_points={k: {"uncertainty": v[0], "true_force_error_ev_per_angstrom": v[1]}
                                       for k, v in correlations.items()})
     if args.profile == "ci":
         variants = {
-            "before_secant_rank8": dict(secant=False, rank=8),
+            "before_secant_rank8": dict(correction="anchor", rank=8),
+            "secant": dict(correction="secant"),
             "query_relax_only": dict(query="relax_only"),
             "query_uncertainty": dict(query="uncertainty"),
         }

@@ -43,6 +43,11 @@ def test_online_learner_reaches_parent_minimum_with_fewer_parent_calls(cu_o_runs
     assert sum(active.is_parent_call) == active.n_parent_calls
     assert active.n_surrogate_steps == len(active.is_parent_call) - active.n_parent_calls
     assert active.parent_seconds > 0 and active.surrogate_seconds > 0 and active.training_seconds > 0
+    # one prediction of each uncertainty signal per parent call after the first, beside the true error there
+    signals = (active.committee_force_std_ev_per_angstrom, active.descriptor_q_score,
+               active.gp_force_std_ev_per_angstrom, active.true_force_error_ev_per_angstrom)
+    assert {len(signal) for signal in signals} == {active.n_parent_calls - 1}
+    assert all(np.isfinite(signal).all() and (np.asarray(signal) > 0).all() for signal in signals)
 
 
 @pytest.mark.slow
@@ -94,7 +99,7 @@ def test_readout_fit_beats_base_model_on_fitted_frames(sevennet0):
         atoms.rattle(0.1, seed=seed)
         atoms.calc = EMT()
         frames.append((atoms, atoms.get_potential_energy(), atoms.get_forces()))
-    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, anchor=False, committee_size=0, seed=0)
+    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, committee_size=0, seed=0, correction="none")
     for atoms, energy, forces in frames:
         surrogate.add_parent_frame(atoms, energy, forces)
     for frame in surrogate.frames:
@@ -111,7 +116,7 @@ def test_readout_fit_beats_base_model_on_fitted_frames(sevennet0):
 
 
 def test_descriptor_distance_flags_unseen_environments(sevennet0):
-    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, anchor=False, committee_size=0, seed=0)
+    surrogate = OnlineSurrogate(sevennet0, rank=8, ridge=1e-3, committee_size=0, seed=0, correction="none")
     readout = surrogate.readout
     seen = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
     nearby = seen.copy()
@@ -166,35 +171,53 @@ def test_cli_relax_active_writes_json(tmp_path):
     write(structure, atoms)
     out = tmp_path / "active.json"
     assert main(["relax-active", "--model", "sevennet-0", "--device", "cpu", "--parent", "emt",
-                 "--structure", str(structure), "--fmax", "0.05", "--json", str(out)]) == 0
+                 "--structure", str(structure), "--fmax", "0.05", "--k", "5", "--correction", "secant",
+                 "--json", str(out)]) == 0
     record = json.loads(out.read_text())
+    assert record["provenance"]["parameters"]["k"] == 5
+    assert record["provenance"]["parameters"]["correction"] == "secant"
     assert record["converged"] and record["final_parent_fmax_ev_per_angstrom"] <= 0.05
     assert record["is_parent_call"][-1] and record["n_parent_calls"] >= 1
 
 
-@pytest.mark.slow
-def test_surrogate_reproduces_parent_forces_at_the_last_two_parent_points(sevennet0):
-    """Anchor + secant correction: exact parent forces at the newest parent point and at the one before it."""
-    atoms = cu_slab_with_o()
+def parent_points_near(atoms, n: int):
     points = []
-    for seed in range(3):
+    for seed in range(n):
         moved = atoms.copy()
         moved.rattle(0.05, seed=seed)
         moved.calc = EMT()
         points.append((moved, moved.get_potential_energy(), moved.get_forces(apply_constraint=False)))
-    surrogate = OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, anchor=True, committee_size=0, seed=0)
+    return points
+
+
+def surrogate_forces(surrogate, atoms):
+    probe = atoms.copy()
+    probe.calc = surrogate
+    return probe.get_forces(apply_constraint=False)
+
+
+@pytest.mark.slow
+def test_corrections_reproduce_the_parent_points(sevennet0):
+    """GP: parent forces at every parent point; anchor + secant: at the newest and the one before; the fit alone
+    at none of them."""
+    points = parent_points_near(cu_slab_with_o(), 3)
+    surrogates = {kind: OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, committee_size=0, seed=0, correction=kind)
+                  for kind in ("gp", "secant", "anchor", "none")}
+    for surrogate in surrogates.values():
+        for moved, energy, forces in points:
+            surrogate.add_parent_frame(moved, energy, forces)
     for moved, energy, forces in points:
-        surrogate.add_parent_frame(moved, energy, forces)
+        np.testing.assert_allclose(surrogate_forces(surrogates["gp"], moved), forces, atol=0.02)
     for moved, energy, forces in points[1:]:
-        probe = moved.copy()
-        probe.calc = surrogate
-        np.testing.assert_allclose(probe.get_forces(apply_constraint=False), forces, atol=1e-4)
-    without = OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, anchor=True, committee_size=0, seed=0, secant=False)
-    for moved, energy, forces in points:
-        without.add_parent_frame(moved, energy, forces)
-    probe = points[1][0].copy()
-    probe.calc = without
-    assert np.abs(probe.get_forces(apply_constraint=False) - points[1][2]).max() > 1e-2  # the fit alone does not
+        np.testing.assert_allclose(surrogate_forces(surrogates["secant"], moved), forces, atol=1e-4)
+    np.testing.assert_allclose(surrogate_forces(surrogates["anchor"], points[2][0]), points[2][2], atol=1e-4)
+    assert np.abs(surrogate_forces(surrogates["anchor"], points[1][0]) - points[1][2]).max() > 1e-2
+    far = points[0][0].copy()
+    far.positions[-1] += [0.0, 0.0, 2.0]  # 5 length scales from every parent point: the GP adds nothing
+    np.testing.assert_allclose(surrogate_forces(surrogates["gp"], far), surrogate_forces(surrogates["none"], far),
+                               atol=1e-4)
+    with pytest.raises(ValueError, match="correction must be"):
+        OnlineSurrogate(sevennet0, rank=2, ridge=1e-2, committee_size=0, seed=0, correction="kriging")
 
 
 @pytest.mark.slow

@@ -148,3 +148,32 @@ def test_student_training_resumes_to_the_same_weights(tmp_path, kill_training_at
         predictions.append((atoms.get_potential_energy(), atoms.get_forces()))
     assert predictions[0][0] == predictions[1][0]
     assert (predictions[0][1] == predictions[1][1]).all()
+
+
+def test_distill_resumes_on_its_saved_labels(tmp_path, kill_training_at):
+    """A killed distillation continues: the teacher's labels are read back, not regenerated, and the student ends
+    with the weights of an uninterrupted run."""
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    options = dict(architecture="mace", epochs=2, batch_size=2, device="cpu", progress=False, seed=3,
+                   generation={"md_steps": 4, "md_interval": 2, "temperatures_k": (300.0,), "strains": ()})
+    whole = distill(EMT(), cell, tmp_path / "whole", **options)
+    killed = tmp_path / "killed"
+    with pytest.raises(RuntimeError, match="training killed"):
+        distill(EMT(), cell, killed, callback=kill_training_at(epoch=1, step=0), **options)
+    labels = killed / "teacher_labels.extxyz"
+    written = labels.stat().st_mtime_ns
+    with pytest.raises(Exception, match="resume"):
+        distill(EMT(), cell, killed, **options)
+    steps = []
+    resumed = distill(EMT(), cell, killed, resume=True, callback=steps.append, **options)
+    assert labels.stat().st_mtime_ns == written and resumed.labels_sha256 == whole.labels_sha256
+    assert {s["epoch"] for s in steps} == {1}  # continued in epoch 1, not from scratch
+    probe = cell.copy()
+    probe.rattle(0.05, seed=9)
+    forces = []
+    for result in (whole, resumed):
+        probe.calc = load_calculator(result.student_path, device="cpu")
+        forces.append(probe.get_forces())
+    assert (forces[0] == forces[1]).all()
+    with pytest.raises(Exception, match="another teacher"):
+        distill(EMT(), cell.repeat((2, 1, 1)), killed, resume=True, **options)

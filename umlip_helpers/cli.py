@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parent", choices=("emt", "gpaw"), default="emt")
     p.add_argument("--structure", required=True)
     p.add_argument("--fmax", type=float, default=0.03)
+    p.add_argument("--query", choices=("k_steps", "relax_only", "uncertainty"), default="k_steps")
+    p.add_argument("--k", type=int, default=10, help="surrogate steps between parent calls")
+    p.add_argument("--correction", choices=("gp", "secant", "anchor", "none"), default="gp")
+    p.add_argument("--max-parent-calls", type=int, default=100)
     p.add_argument("--json", default=None, metavar="OUT")
 
     p = sub.add_parser("sweep", help="run a notebook over a parameter grid with papermill on Dask")

@@ -16,7 +16,9 @@ The student is saved in its family's native format (``student.model`` for MACE, 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io as _io
+import json
 import os
 import tempfile
 import time
@@ -27,7 +29,7 @@ import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
-from .data import DFTDataset, LabelledFrame, check_frames, fit_energy_shifts, random_split
+from .data import DFTDataset, LabelledFrame, check_frames, fit_energy_shifts, random_split, read_dataset
 from .errors import DataValidationError, UmlipError
 from .io import atomic_write_bytes, atomic_write_json, provenance, sha256_file
 from .models import check_elements, load_calculator
@@ -63,6 +65,22 @@ def _check_structures(structures: Sequence[Atoms] | Atoms, what: str = "structur
         if len(atoms) == 0:
             raise DataValidationError([(what, i, "structure", "has no atoms")])
     return structures
+
+
+def _refuse_silent_restart(out: Path, resume: bool) -> None:
+    from .finetune.trainer import CHECKPOINT_NAME
+
+    if (out / CHECKPOINT_NAME).exists() and not resume:
+        raise UmlipError(f"{out} already holds a student training run: pass resume=True to continue it, or choose a "
+                         "new directory")
+
+
+def _structures_sha256(structures: Sequence[Atoms]) -> str:
+    digest = hashlib.sha256()
+    for atoms in structures:
+        for array in (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc):
+            digest.update(np.ascontiguousarray(array, dtype=float).tobytes())
+    return digest.hexdigest()
 
 
 def generate_configurations(
@@ -354,9 +372,7 @@ def train_student(
     size = {**STUDENT_SIZES[architecture], **(size or {})}
     weights = loss_weights or LossWeights(**DISTILLATION_LOSS_WEIGHTS)
     out = Path(out)
-    if (out / CHECKPOINT_NAME).exists() and not resume:
-        raise UmlipError(f"{out} already holds a student training run: pass resume=True to continue it, or choose a "
-                         "new directory")
+    _refuse_silent_restart(out, resume)
     out.mkdir(parents=True, exist_ok=True)
     cutoff = size["r_max"] if architecture == "mace" else size["cutoff"]
     stats = _statistics(data, cutoff)
@@ -567,31 +583,48 @@ def distill(
     lr: float = 1e-2,
     seed: int = 0,
     device: str = "auto",
+    resume: bool = False,
+    callback: Any = None,
     progress: bool = True,
 ) -> DistillationResult:
     """The PFD distillation step: generate configurations around ``structures`` (``generation`` is passed to
     :func:`generate_configurations`), label them with the teacher, train a student from scratch, and measure it.
 
     ``parent_data`` (labelled frames the teacher never saw, e.g. held-out DFT) gives both models' errors against
-    the parent; ``speed_structure`` gives the MD speed ratio, measured in one run.
+    the parent; ``speed_structure`` gives the MD speed ratio, measured in one run. The teacher's labels are saved
+    in ``out`` (``teacher_labels.extxyz``) and the student is trained on them as saved. A killed run continues with
+    ``resume=True`` (same arguments): it reuses the saved labels, if they come from the same teacher, structures
+    and generation settings, and continues the student's training from its last checkpoint. ``callback`` is passed
+    to :func:`train_student`.
     """
     structures = _check_structures(structures)
     for i, atoms in enumerate(structures):
         check_elements(atoms, teacher_calc, where=f"structures[{i}]")
     out = Path(out)
+    _refuse_silent_restart(out, resume)
     teacher_info = dict(getattr(teacher_calc, "umlip_info", {}) or {"name": type(teacher_calc).__name__})
     started = time.perf_counter()
-    configurations = generate_configurations(structures, teacher_calc, seed=seed, out_dir=out / "teacher_md",
-                                             progress=progress, **(generation or {}))
-    labels = label_with(teacher_calc, configurations, progress=progress)
-    labels.write_extxyz(out / "teacher_labels.extxyz")
+    labels_path, labels_record = out / "teacher_labels.extxyz", out / "teacher_labels.json"
+    record = json.loads(json.dumps({"teacher": teacher_info.get("name"), "teacher_sha256": teacher_info.get("sha256"),
+                                    "structures_sha256": _structures_sha256(structures),
+                                    "generation": generation or {}, "seed": seed}, default=str))
+    if resume and labels_path.exists() and labels_record.exists():
+        if json.loads(labels_record.read_text()) != record:
+            raise UmlipError(f"{labels_path} was made by another teacher, from other structures or with other "
+                             f"generation settings ({labels_record}); use a new out directory")
+    else:
+        configurations = generate_configurations(structures, teacher_calc, seed=seed, out_dir=out / "teacher_md",
+                                                 progress=progress, **(generation or {}))
+        label_with(teacher_calc, configurations, progress=progress).write_extxyz(labels_path)
+        atomic_write_json(labels_record, record)
+    labels = read_dataset(labels_path)
     labelling = time.perf_counter() - started
     started = time.perf_counter()
     teacher = {"name": teacher_info.get("name"), "sha256": teacher_info.get("sha256"),
                "checkpoint": teacher_info.get("checkpoint")}
     training = train_student(labels, out, architecture=architecture, size=size, epochs=epochs,
                              batch_size=batch_size, lr=lr, seed=seed, device=device, teacher=teacher,
-                             progress=progress)
+                             resume=resume, callback=callback, progress=progress)
     training_seconds = time.perf_counter() - started
     student = training.calculator(device=device)
 

@@ -23,7 +23,8 @@ class UnsupportedElements(UmlipError, ValueError):
 
 
 class DataValidationError(UmlipError, ValueError):
-    """A DFT frame failed validation; ``problems`` lists every (file, frame, field, message)."""
+    """Input data (DFT frames, structures, reference tables) failed validation; ``problems`` lists every
+    (file, frame, field, message)."""
 
     def __init__(self, problems: list[tuple[str, int | None, str, str]]):
         self.problems = problems
@@ -32,7 +33,7 @@ class DataValidationError(UmlipError, ValueError):
             for source, frame, field, message in problems[:20]
         ]
         more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{len(problems)} problem(s) in DFT data:\n" + "\n".join(lines) + more)
+        super().__init__(f"{len(problems)} problem(s) in the input data:\n" + "\n".join(lines) + more)
 
 
 class UnstableStructure(UmlipError, RuntimeError):

@@ -1,5 +1,5 @@
 """Online active learning with a parent calculator: the FINETUNA-style learner, closed-form readout fits,
-and uncertainty (committee spread, descriptor distance)."""
+and uncertainty (committee spread, descriptor distance, Gaussian-process variance)."""
 
 from __future__ import annotations
 
@@ -20,5 +20,6 @@ def cli_relax_active(args) -> dict[str, Any]:
 
     atoms = read_structure(args.structure)
     calc = load_calculator(args.model, device=args.device, threads=args.threads)
-    result = relax_active(atoms, calc, parent=make_parent(args.parent), fmax=args.fmax)
+    result = relax_active(atoms, calc, parent=make_parent(args.parent), fmax=args.fmax, query=args.query, k=args.k,
+                          correction=args.correction, max_parent_calls=args.max_parent_calls)
     return {"type": type(result).__name__, **result.to_dict()}

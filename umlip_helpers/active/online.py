@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 Query = Literal["k_steps", "relax_only", "uncertainty"]
 Update = Literal["closed_form", "finetune"]
+Correction = Literal["gp", "secant", "anchor", "none"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ActiveRelaxResult(Result):
     #: at each parent call after the first: what the surrogate predicted there, and how wrong it was
     committee_force_std_ev_per_angstrom: list
     descriptor_q_score: list
+    gp_force_std_ev_per_angstrom: list
     true_force_error_ev_per_angstrom: list
     surrogate_seconds: float
     parent_seconds: float
@@ -88,27 +90,37 @@ class ActiveLearningFailed(UmlipError, RuntimeError):
 
 
 class OnlineSurrogate(Calculator):
-    """The refitted model plus an anchor that reproduces the last parent point and a secant force correction.
+    """The refitted model plus a correction fitted to what the refit leaves of the parent's energies and forces.
 
-    The anchor adds the fit's residual force at the newest parent point as a constant force (and the matching
-    linear energy term), so at that point the surrogate's forces equal the parent's. The secant correction adds
-    ``C (x - x_anchor)`` (and ``-½ dᵀCd`` to the energy) so that the surrogate also reproduces how the parent's
-    forces changed over the previous step: the readout fit alone cannot represent the parent's forces (a
-    different potential), and without the correction the surrogate's curvature stays wrong and the relaxation
-    can stall with parent forces above ``fmax``.
+    The readout fit alone cannot represent the parent (a different potential); left uncorrected, the surrogate's
+    curvature stays wrong and the relaxation stalls with parent forces above ``fmax``. ``correction``:
+
+    * ``"gp"``: Gaussian-process regression (ASE's ``gpmin`` GP, squared-exponential kernel with derivatives,
+      length ``gp_length_scale_angstrom``) of the residual energy and forces at every parent point, so the
+      surrogate reproduces all parent points and interpolates smoothly between them.
+    * ``"secant"``: an anchor that adds the residual force at the newest parent point as a constant force (and
+      the matching linear energy term), plus ``C (x - x_anchor)`` (and ``-½ dᵀCd`` in the energy) with ``C``
+      fitted to how the residual changed along the steps between parent points (Powell-symmetric-Broyden).
+    * ``"anchor"``: the anchor alone; ``"none"``: the refitted model alone.
     """
 
     implemented_properties = ["energy", "forces"]
 
-    def __init__(self, model_calc, rank: int, ridge: float, anchor: bool, committee_size: int, seed: int,
-                 secant: bool = True, update: Update = "closed_form", finetune_epochs: int = 20):
+    def __init__(self, model_calc, rank: int, ridge: float, committee_size: int, seed: int,
+                 correction: Correction = "gp", update: Update = "closed_form", finetune_epochs: int = 20,
+                 gp_length_scale_angstrom: float = 0.4):
         super().__init__()
-        self.secant, self.update = secant, update
-        self.correction = None
+        if correction not in ("gp", "secant", "anchor", "none"):
+            raise ValueError(f"correction must be gp, secant, anchor or none, not {correction!r}")
+        self.correction = correction
+        self.anchor, self.secant = correction in ("secant", "anchor"), correction == "secant"
+        self.update, self.gp_length_scale_angstrom = update, gp_length_scale_angstrom
+        self.secant_matrix = None
+        self.gp = None
         self.readout = readout_for(model_calc) if update == "closed_form" else None
         self.engine = EngineModel(model_calc, finetune_epochs, seed) if update == "finetune" else None
         self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus refitted model, per parent frame
-        self.rank, self.ridge, self.anchor, self.committee_size, self.seed = rank, ridge, anchor, committee_size, seed
+        self.rank, self.ridge, self.committee_size, self.seed = rank, ridge, committee_size, seed
         self.frames: list[FitFrame] = []
         self.frame_features: list[np.ndarray] = []
         self.positions: list[np.ndarray] = []
@@ -120,19 +132,33 @@ class OnlineSurrogate(Calculator):
         self.committee_directions = np.zeros((0, 0))
         self.descriptor: DescriptorDistance | None = None
         self.with_uncertainty = False
-        self.last_uncertainty = (float("nan"), float("nan"))
+        self.last_uncertainty = (float("nan"), float("nan"), float("nan"))  # committee, descriptor, GP
         self.seconds = 0.0
 
     def add_parent_frame(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> None:
         """Refit the model on every parent frame so far (closed form or the fine-tuning engine), then refit the
-        secant correction and re-anchor at ``atoms``."""
+        correction and re-anchor at ``atoms``."""
         self.positions.append(atoms.get_positions())
         if self.engine is not None:
             self.residuals = self.engine.refit(atoms, energy, forces)
         else:
             self.refit_readout(atoms, energy, forces)
-        self.correction = self.secant_correction() if self.secant else None
+        self.secant_matrix = self.secant_correction() if self.secant else None
+        self.gp = self.residual_gp() if self.correction == "gp" else None
         self.anchor_at(len(self.positions) - 1)
+
+    def residual_gp(self):
+        """ASE's gpmin Gaussian process on the residual (parent minus refitted model) energies and forces, with
+        its default weight (1 eV) and noise (0.005), around the mean energy residual."""
+        from ase.optimize.gpmin.gp import GaussianProcess
+        from ase.optimize.gpmin.prior import ConstantPrior
+
+        positions = np.array([p.reshape(-1) for p in self.positions])
+        targets = np.array([np.concatenate([[e], -f.reshape(-1)]) for e, f in self.residuals])
+        gp = GaussianProcess(prior=ConstantPrior(float(targets[:, 0].mean())))
+        gp.set_hyperparams(np.array([1.0, self.gp_length_scale_angstrom, 0.005]))
+        gp.train(positions, targets)
+        return gp
 
     def refit_readout(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> None:
         """Linearise at ``atoms`` and refit the readout in closed form; committee and descriptor PCA too."""
@@ -211,16 +237,35 @@ class OnlineSurrogate(Calculator):
         displacement = self.atoms.get_positions() - self.anchor_positions
         energy = model_energy + self.anchor_energy - float((self.anchor_forces * displacement).sum())
         forces = model_forces + self.anchor_forces
-        if self.correction is not None:
-            corrected = self.correction @ displacement.reshape(-1)
+        gp_std = float("nan")
+        if self.gp is not None:
+            x = self.atoms.get_positions().reshape(-1)
+            if self.with_uncertainty:
+                energy_and_gradient, covariance = self.gp.predict(x, get_variance=True)
+                gp_std = gp_force_std(np.diag(covariance)[1:].reshape(-1, 3), self.atoms)
+            else:
+                energy_and_gradient = self.gp.predict(x)
+            energy += float(energy_and_gradient[0])
+            forces = forces - energy_and_gradient[1:].reshape(-1, 3)
+        if self.secant_matrix is not None:
+            corrected = self.secant_matrix @ displacement.reshape(-1)
             energy -= 0.5 * float(displacement.reshape(-1) @ corrected)
             forces = forces + corrected.reshape(-1, 3)
         self.results["energy"] = energy
         self.results["forces"] = forces
         if self.with_uncertainty and self.engine is None:
             std = committee_force_std(ev.phi_forces) if ev.phi_forces is not None else float("nan")
-            self.last_uncertainty = (std, self.descriptor.score(ev.atom_features))
+            self.last_uncertainty = (std, self.descriptor.score(ev.atom_features), gp_std)
         self.seconds += time.perf_counter() - start
+
+
+def gp_force_std(force_variance: np.ndarray, atoms: "Atoms") -> float:
+    """The GP's predictive standard deviation of the force on the most uncertain free atom (eV/Å)."""
+    per_atom = force_variance.clip(min=0.0).sum(axis=1)
+    for constraint in atoms.constraints:
+        if hasattr(constraint, "get_indices"):
+            per_atom[constraint.get_indices()] = 0.0
+    return float(np.sqrt(per_atom.max()))
 
 
 class EngineModel:
@@ -288,8 +333,8 @@ def relax_active(
     uncertainty_threshold_ev_per_angstrom: float = 0.05,
     rank: int = 2,
     ridge: float = 1e-2,
-    anchor: bool = True,
-    secant: bool = True,
+    correction: Correction = "gp",
+    gp_length_scale_angstrom: float = 0.4,
     update: Update | Literal["auto"] = "auto",
     finetune_epochs: int = 20,
     committee_size: int = 4,
@@ -313,9 +358,9 @@ def relax_active(
     ``"closed_form"`` refits a ``rank``-dimensional subspace of the readout by ridge least squares
     (:mod:`.head_fit`, SevenNet); ``"finetune"`` runs the fine-tuning engine's head strategy for
     ``finetune_epochs`` epochs (any family it supports); ``"auto"`` picks closed form where available. On top of
-    the refitted model, the surrogate is anchored to reproduce the newest parent point exactly and (``secant``)
-    carries a symmetric force correction fitted to how the parent-minus-model residual changed between
-    successive parent points, so the surrogate's curvature matches the parent's along the explored steps.
+    the refitted model, ``correction`` (see :class:`OnlineSurrogate`) makes the surrogate reproduce the parent
+    points: ``"gp"`` a Gaussian process on the residual at every parent point, ``"secant"`` an anchor at the
+    newest point plus a secant curvature correction along the steps between them.
     The trust radius starts at ``trust_radius_angstrom`` and adapts as in trust-region methods: a segment
     that raises the parent energy by more than ``uphill_tolerance_ev`` is rejected (back to the previous point,
     radius halved); one whose energy drop the surrogate predicted well doubles it (up to
@@ -344,20 +389,22 @@ def relax_active(
     if update == "finetune":
         committee_size = 0  # the committee and descriptor PCA live on the closed-form readout
     parent = emt_parent() if parent is None else parent
-    surrogate = OnlineSurrogate(calc, rank=rank, ridge=ridge, anchor=anchor,
+    surrogate = OnlineSurrogate(calc, rank=rank, ridge=ridge, correction=correction,
+                                gp_length_scale_angstrom=gp_length_scale_angstrom,
                                 committee_size=committee_size if committee_size > 1 else 0, seed=seed,
-                                secant=secant, update=update, finetune_epochs=finetune_epochs)
+                                update=update, finetune_epochs=finetune_epochs)
     surrogate.with_uncertainty = query == "uncertainty" and committee_size > 1
     params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
                   trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
                   uphill_tolerance_ev=uphill_tolerance_ev, rank=rank, ridge=ridge,
-                  anchor=anchor, secant=secant,
+                  correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
                   update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
                   uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
                   parent=parent_info(parent))
     work = atoms.copy()
     work.calc = surrogate
-    record: dict[str, list] = {"energies": [], "parent": [], "positions": [], "std": [], "q": [], "err": []}
+    record: dict[str, list] = {"energies": [], "parent": [], "positions": [], "std": [], "q": [], "gp": [],
+                               "err": []}
     clock = {"parent": 0.0, "training": 0.0, "start": time.perf_counter()}
     state = {"energy": float("nan"), "fmax": float("nan"), "steps": 0, "reason": "", "calls": 0}
 
@@ -369,6 +416,7 @@ def relax_active(
             is_parent_call=list(record["parent"]), positions_angstrom=np.array(record["positions"]),
             symbols=work.get_chemical_symbols(), cell_angstrom=np.array(work.cell[:]), pbc=work.pbc.tolist(),
             committee_force_std_ev_per_angstrom=list(record["std"]), descriptor_q_score=list(record["q"]),
+            gp_force_std_ev_per_angstrom=list(record["gp"]),
             true_force_error_ev_per_angstrom=list(record["err"]), surrogate_seconds=surrogate.seconds,
             parent_seconds=clock["parent"], training_seconds=clock["training"],
             wall_seconds=time.perf_counter() - clock["start"], stop_reason=state["reason"],
@@ -390,13 +438,14 @@ def relax_active(
             predicted = work.get_forces(apply_constraint=False)
             record["std"].append(surrogate.last_uncertainty[0])
             record["q"].append(surrogate.last_uncertainty[1])
+            record["gp"].append(surrogate.last_uncertainty[2])
             surrogate.with_uncertainty = query == "uncertainty"
         start = time.perf_counter()
         try:
             energy, forces = parent_single_point(parent, work)
         except ParentFailed as exc:
             if record["std"] and len(record["std"]) > len(record["err"]):
-                record["std"].pop(), record["q"].pop()
+                record["std"].pop(), record["q"].pop(), record["gp"].pop()
             bar.close()
             state["reason"] = f"parent failed: {exc}"
             partial = result()

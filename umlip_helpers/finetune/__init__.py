@@ -197,6 +197,7 @@ def finetune(
     if peft_model is not None:
         peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
     module.eval()
+    module.requires_grad_(False)  # inference differentiates positions only; weights would collect unused gradients
     # training moves the model's energy zero; re-align it on the training frames, as was done for the base model
     tuned_train = predict_all(adapter, module, prepared_train, "fine-tuned, train", progress)
     tuned_shifts = align_energies(train_set, tuned_train)
