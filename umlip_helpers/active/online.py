@@ -105,7 +105,6 @@ class OnlineSurrogate(Calculator):
     """
 
     implemented_properties = ["energy", "forces"]
-    gp_noise = 0.005  # gpmin's default regularisation
 
     def __init__(self, model_calc, rank: int, ridge: float, committee_size: int, seed: int,
                  correction: Correction = "gp", update: Update = "closed_form", finetune_epochs: int = 20,
@@ -118,7 +117,6 @@ class OnlineSurrogate(Calculator):
         self.update, self.gp_length_scale_angstrom = update, gp_length_scale_angstrom
         self.secant_matrix = None
         self.gp = None
-        self.rejected: set[int] = set()  # parent points the trust region rejected
         self.readout = readout_for(model_calc) if update == "closed_form" else None
         self.engine = EngineModel(model_calc, finetune_epochs, seed) if update == "finetune" else None
         self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus refitted model, per parent frame
@@ -149,25 +147,16 @@ class OnlineSurrogate(Calculator):
         self.gp = self.residual_gp() if self.correction == "gp" else None
         self.anchor_at(len(self.positions) - 1)
 
-    def reject_newest(self) -> None:
-        """The newest parent point was rejected by the trust region: keep it out of the GP correction. (A rejected
-        step can end far uphill, with residual forces of tens of eV/Å; fitted with the GP's fixed hyperparameters it
-        would distort the correction around the accepted points.)"""
-        self.rejected.add(len(self.positions) - 1)
-        if self.correction == "gp":
-            self.gp = self.residual_gp()
-
     def residual_gp(self):
         """ASE's gpmin Gaussian process on the residual (parent minus refitted model) energies and forces, with
         its default weight (1 eV) and noise (0.005), around the mean energy residual."""
         from ase.optimize.gpmin.gp import GaussianProcess
         from ase.optimize.gpmin.prior import ConstantPrior
 
-        kept = [i for i in range(len(self.positions)) if i not in self.rejected]
-        positions = np.array([self.positions[i].reshape(-1) for i in kept])
-        targets = np.array([np.concatenate([[e], -f.reshape(-1)]) for e, f in (self.residuals[i] for i in kept)])
+        positions = np.array([p.reshape(-1) for p in self.positions])
+        targets = np.array([np.concatenate([[e], -f.reshape(-1)]) for e, f in self.residuals])
         gp = GaussianProcess(prior=ConstantPrior(float(targets[:, 0].mean())))
-        gp.set_hyperparams(np.array([1.0, self.gp_length_scale_angstrom, self.gp_noise]))
+        gp.set_hyperparams(np.array([1.0, self.gp_length_scale_angstrom, 0.005]))
         gp.train(positions, targets)
         return gp
 
@@ -492,7 +481,6 @@ def relax_active(
             if actual > uphill_tolerance_ev:  # reject: back to the last accepted point with a smaller radius
                 radius = max(radius / 2, 0.01)
                 work.positions = surrogate.positions[accepted[0]]
-                surrogate.reject_newest()
                 surrogate.anchor_at(accepted[0])
             else:
                 ratio = actual / predicted if predicted < 0 else 1.0
