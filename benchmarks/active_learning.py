@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import parent_bfgs, relax_active  # noqa: E402
+from umlip_helpers.active.online import Correction  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_bfgs  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
@@ -126,7 +128,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--profile", choices=("ci", "small", "full"), default="ci")
     parser.add_argument("--model", default="sevennet-0")
     parser.add_argument("--fmax", type=float, default=0.03)
-    parser.add_argument("--correction", choices=("gp", "secant", "anchor", "none"), default="gp")
+    parser.add_argument("--correction", choices=get_args(Correction), default="gp")
     parser.add_argument("--gpaw", action="store_true", help="also run the GPAW-parent case (minutes)")
     args = parser.parse_args(argv)
     import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
@@ -110,7 +110,7 @@ class OnlineSurrogate(Calculator):
                  correction: Correction = "gp", update: Update = "closed_form", finetune_epochs: int = 20,
                  gp_length_scale_angstrom: float = 0.4):
         super().__init__()
-        if correction not in ("gp", "secant", "anchor", "none"):
+        if correction not in get_args(Correction):
             raise ValueError(f"correction must be gp, secant, anchor or none, not {correction!r}")
         self.correction = correction
         self.anchor, self.secant = correction in ("secant", "anchor"), correction == "secant"
@@ -259,13 +259,19 @@ class OnlineSurrogate(Calculator):
         self.seconds += time.perf_counter() - start
 
 
+def free_atoms(atoms: "Atoms") -> np.ndarray:
+    """Mask of the atoms no index constraint (FixAtoms and the like) holds."""
+    free = np.ones(len(atoms), dtype=bool)
+    for constraint in atoms.constraints:
+        if hasattr(constraint, "get_indices"):
+            free[constraint.get_indices()] = False
+    return free
+
+
 def gp_force_std(force_variance: np.ndarray, atoms: "Atoms") -> float:
     """The GP's predictive standard deviation of the force on the most uncertain free atom (eV/Å)."""
     per_atom = force_variance.clip(min=0.0).sum(axis=1)
-    for constraint in atoms.constraints:
-        if hasattr(constraint, "get_indices"):
-            per_atom[constraint.get_indices()] = 0.0
-    return float(np.sqrt(per_atom.max()))
+    return float(np.sqrt(np.where(free_atoms(atoms), per_atom, 0.0).max()))
 
 
 class EngineModel:
@@ -422,10 +428,7 @@ def relax_active(
             wall_seconds=time.perf_counter() - clock["start"], stop_reason=state["reason"],
             provenance=provenance(calc, **params))
 
-    free = np.ones(len(work), dtype=bool)
-    for constraint in work.constraints:
-        if hasattr(constraint, "get_indices"):
-            free[constraint.get_indices()] = False
+    free = free_atoms(work)
     bar = tqdm(total=None, desc=f"relax_active {work.get_chemical_formula()}", unit=" parent calls",
                disable=not progress, leave=False)
     radius = trust_radius_angstrom
