@@ -33,20 +33,12 @@ sys.path.insert(0, str(ROOT))
 from umlip_helpers.active import parent_bfgs, relax_active  # noqa: E402
 from umlip_helpers.active.online import Correction  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_bfgs  # noqa: E402
+from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
 ENERGY_TOLERANCE_EV = 0.02
-
-
-def spearman(x, y) -> float | None:
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
-        return None
-    rx, ry = np.argsort(np.argsort(x[keep])), np.argsort(np.argsort(y[keep]))
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def update_comparison(calc, fmax: float) -> list:
@@ -116,9 +108,9 @@ def summarise(rows, correlations) -> dict:
         "parent_seconds": sum(r["parent_seconds"] for r in rows),
         "training_seconds": sum(r["training_seconds"] for r in rows),
         "wall_seconds": sum(r["wall_seconds"] for r in rows),
-        "spearman_committee_std_vs_force_error": spearman(*correlations["committee"]),
-        "spearman_descriptor_q_vs_force_error": spearman(*correlations["descriptor"]),
-        "spearman_gp_std_vs_force_error": spearman(*correlations["gp"]),
+        "spearman_committee_std_vs_force_error": spearman_correlation(*correlations["committee"]),
+        "spearman_descriptor_q_vs_force_error": spearman_correlation(*correlations["descriptor"]),
+        "spearman_gp_std_vs_force_error": spearman_correlation(*correlations["gp"]),
         "n_uncertainty_points": len(correlations["committee"][1]),
     }
 

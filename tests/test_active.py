@@ -14,7 +14,7 @@ from umlip_helpers.active import ActiveLearningFailed, parent_bfgs, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
 from umlip_helpers.active.systems import METALS, adsorbate_slab, benchmark_systems, rattle_free_metal
-from umlip_helpers.active.uncertainty import DescriptorDistance
+from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
 
@@ -126,6 +126,14 @@ def test_descriptor_distance_flags_unseen_environments(sevennet0):
     distance = DescriptorDistance(readout.evaluate(seen).atom_features)
     assert distance.score(readout.evaluate(unseen).atom_features) > 10 * distance.score(
         readout.evaluate(nearby).atom_features)
+
+
+def test_spearman_correlation_ranks_finite_points_only():
+    # ranks (1,2,3,4) against (1,3,2,4): 1 - 6*(0+1+1+0)/(4*15) = 0.8; the NaN row is dropped
+    assert spearman_correlation([1.0, 2.0, 3.0, 4.0, np.nan], [0.1, 3.0, 2.0, 40.0, 5.0]) == pytest.approx(0.8)
+    assert spearman_correlation([3.0, 2.0, 1.0], [1.0, 2.0, 3.0]) == pytest.approx(-1.0)
+    assert spearman_correlation([1.0, 2.0, np.inf], [1.0, 2.0, 3.0]) is None
+    assert spearman_correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) is None
 
 
 def test_full_benchmark_set_is_finetuna_sized():

@@ -165,6 +165,7 @@ def test_pet_finetunes_and_loads_back_by_path(tiny_pet, ymno3_frames, tmp_path):
     assert not any(p.requires_grad for p in calc._model.module.parameters())
     loaded = load_calculator(tmp_path / "ft", device="cpu")
     np.testing.assert_allclose(predict(loaded, ymno3_frames[2].atoms)[1], tuned[1], atol=1e-6)
+    assert not any(p.requires_grad for p in loaded.umlip_base._model.module.parameters())  # loaded frozen too
 
 
 #: per model: learning rate and loss weights for two epochs of head training on random weights. The tiny PET's

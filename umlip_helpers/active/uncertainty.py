@@ -5,6 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 
+def spearman_correlation(signal, error) -> float | None:
+    """Spearman rank correlation of an uncertainty signal with the true error, over the points where both are
+    finite; None with fewer than three such points or a constant column."""
+    from scipy.stats import spearmanr
+
+    signal, error = np.asarray(signal, float), np.asarray(error, float)
+    keep = np.isfinite(signal) & np.isfinite(error)
+    if keep.sum() < 3 or np.ptp(signal[keep]) == 0 or np.ptp(error[keep]) == 0:
+        return None
+    return float(spearmanr(signal[keep], error[keep]).statistic)
+
+
 def committee_coefficients(frames, size: int, ridge: float, seed: int = 0) -> np.ndarray:
     """``size`` readout replicas, each fitted to a bootstrap resample of the parent force components."""
     from .head_fit import fit_readout

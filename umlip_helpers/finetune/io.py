@@ -86,8 +86,9 @@ def load_finetuned(directory: str | Path, device: str = "cpu", **options: Any) -
     if isinstance(base, ShiftedCalculator):  # fine-tuned again: the new shifts were fitted on the raw model
         base = base.umlip_base
     adapter = adapter_for(base)
-    apply_saved_weights(adapter.module(base), adapter, directory, manifest["strategy"], manifest.get("lora"))
-    adapter.module(base).eval()
+    module = adapter.module(base)
+    apply_saved_weights(module, adapter, directory, manifest["strategy"], manifest.get("lora"))
+    module.eval().requires_grad_(False)  # as finetune() leaves it: inference differentiates positions only
     calc = ShiftedCalculator(base, manifest["energy_shifts_ev"])
     calc.umlip_info = {
         "name": directory.name,
