@@ -1,11 +1,12 @@
-"""Online active learning against parent-only BFGS (FINETUNA's comparison), with EMT (and optionally GPAW) parents.
+"""Online active learning against parent-only BFGS (FINETUNA's comparison) and parent-only GPMin (a Gaussian-process
+optimiser with no model: what the uMLIP prior must beat), with EMT (and optionally GPAW) parents.
 
     python benchmarks/active_learning.py [--profile ci|small|full] [--correction gp|secant] [--gpaw] [--model M]
 
 "full" is FINETUNA-sized (30 systems of 31-38 atoms, 3x3x4 slabs), "small" the same set on 2x2x3 slabs (see
 umlip_helpers.active.systems.benchmark_systems). Writes benchmarks/results/active_learning.json (ci) or
 active_learning_<profile>.json (plus _<correction> unless it is "gp"; rewritten after every system): per system the
-parent calls of both methods, final parent energies, the wall-time split (surrogate / parent / training); overall
+parent calls of the three methods, final parent energies, the wall-time split (surrogate / parent / training); overall
 the parent calls as % of the baseline's, the fraction of final energies within 0.02 eV of the baseline's,
 uncertainty-error rank correlations. The ci profile
 also runs variants on the same systems: the anchor alone (rank 8, the first version), the secant correction,
@@ -30,9 +31,9 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from umlip_helpers.active import parent_bfgs, relax_active  # noqa: E402
+from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
 from umlip_helpers.active.online import Correction  # noqa: E402
-from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_bfgs  # noqa: E402
+from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_only  # noqa: E402
 from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
@@ -48,7 +49,7 @@ def update_comparison(calc, fmax: float) -> list:
         if name != "Cu(111)+O":
             continue
         for update in ("closed_form", "finetune"):
-            row, _ = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=fmax, update=update, committee_size=0)
+            row, _ = compare_to_parent_only(atoms, calc, emt_parent, fmax=fmax, update=update, committee_size=0)
             rows.append({"system": name, "update": update, **row})
             print(f"[update={update}] {name:12s} active {row['active_parent_calls']} / BFGS "
                   f"{row['baseline_parent_calls']}  dE {row['energy_difference_ev']:+.4f}  "
@@ -65,11 +66,13 @@ def gpaw_case(calc) -> dict:
     parent = gpaw_parent(kpts_density=2.0, ecut_ev=300.0)
     atoms = bulk("Ni", "fcc", a=3.52).repeat((2, 1, 1))
     atoms.positions[1] += (0.12, 0.05, -0.04)
-    baseline = parent_bfgs(atoms, parent, fmax=0.05)
+    baseline = parent_relax(atoms, parent, fmax=0.05)
+    gpmin = parent_relax(atoms, parent, fmax=0.05, optimizer="GPMin")
     active = relax_active(atoms, calc, parent, fmax=0.05, committee_size=0)
     return {"system": "Ni2 displaced (GPAW PBE, 300 eV, k-density 2/Å⁻¹, fmax 0.05)",
             "baseline_parent_calls": baseline["n_parent_calls"], "baseline_seconds": baseline["seconds"],
-            "baseline_energy_ev": baseline["final_energy_ev"], **active.summary()}
+            "baseline_energy_ev": baseline["final_energy_ev"], "gpmin_parent_calls": gpmin["n_parent_calls"],
+            "gpmin_energy_ev": gpmin["final_energy_ev"], **active.summary()}
 
 
 def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options) -> tuple[list, dict]:
@@ -77,7 +80,7 @@ def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options)
     rows, correlations = [], {"committee": ([], []), "descriptor": ([], []), "gp": ([], [])}
     for name, atoms in systems:
         start = time.perf_counter()
-        row, active = compare_to_parent_bfgs(atoms, calc, emt_parent, fmax=fmax, **options)
+        row, active = compare_to_parent_only(atoms, calc, emt_parent, fmax=fmax, **options)
         row = {"system": name, **row, "wall_seconds": time.perf_counter() - start}
         rows.append(row)
         correlations["committee"][0].extend(active.committee_force_std_ev_per_angstrom)
@@ -85,7 +88,8 @@ def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options)
         correlations["gp"][0].extend(active.gp_force_std_ev_per_angstrom)
         for key in correlations:
             correlations[key][1].extend(active.true_force_error_ev_per_angstrom)
-        print(f"{label}{name:18s} BFGS {row['baseline_parent_calls']:3d}  active {row['active_parent_calls']:3d}  "
+        print(f"{label}{name:18s} BFGS {row['baseline_parent_calls']:3d}  GPMin {row['gpmin_parent_calls']:3d}  "
+              f"active {row['active_parent_calls']:3d}  "
               f"dE {row['energy_difference_ev']:+.4f} eV  {row['wall_seconds']:.0f} s", flush=True)
         if on_row:
             on_row(rows, correlations)
@@ -95,11 +99,16 @@ def run_set(calc, systems, fmax: float, label: str = "", on_row=None, **options)
 def summarise(rows, correlations) -> dict:
     active_calls = sum(r["active_parent_calls"] for r in rows)
     baseline_calls = sum(r["baseline_parent_calls"] for r in rows)
+    gpmin_calls = sum(r["gpmin_parent_calls"] for r in rows)
     return {
         "n_systems": len(rows),
         "active_parent_calls": active_calls,
         "baseline_parent_calls": baseline_calls,
+        "gpmin_parent_calls": gpmin_calls,
         "parent_calls_percent_of_bfgs": 100.0 * active_calls / baseline_calls,
+        "gpmin_parent_calls_percent_of_bfgs": 100.0 * gpmin_calls / baseline_calls,
+        "gpmin_fraction_within_0p02_ev": float(np.mean([r["gpmin_converged"] and r["gpmin_energy_difference_ev"]
+                                                        <= ENERGY_TOLERANCE_EV for r in rows])),
         "median_parent_calls_percent_of_bfgs": float(np.median(
             [100.0 * r["active_parent_calls"] / r["baseline_parent_calls"] for r in rows])),
         "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
@@ -132,7 +141,8 @@ def main(argv=None) -> dict:
                                                                         f"_{args.profile}") + f"{suffix}.json")
     result = {"profile": args.profile,
               "provenance": provenance(calc, profile=args.profile, fmax=args.fmax, parent="emt",
-                                       correction=args.correction, baseline="ase BFGS maxstep 0.2 on the parent")}
+                                       correction=args.correction,
+                                       baselines="ase BFGS maxstep 0.2 on the parent; ase GPMin defaults on the parent")}
 
     def save_partial(rows, correlations):
         result.update(summary=summarise(rows, correlations), systems=rows, complete=False)

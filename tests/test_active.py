@@ -10,7 +10,7 @@ from ase.build import add_adsorbate, bulk, fcc111
 from ase.calculators.emt import EMT
 from ase.constraints import FixAtoms
 
-from umlip_helpers.active import ActiveLearningFailed, parent_bfgs, relax_active
+from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
 from umlip_helpers.active.systems import METALS, adsorbate_slab, benchmark_systems, rattle_free_metal
@@ -28,7 +28,7 @@ def cu_slab_with_o():
 @pytest.fixture(scope="module")
 def cu_o_runs(sevennet0):
     slab = cu_slab_with_o()
-    baseline = parent_bfgs(slab, emt_parent(), fmax=0.03)
+    baseline = parent_relax(slab, emt_parent(), fmax=0.03)
     active = relax_active(slab, sevennet0, emt_parent(), fmax=0.03, progress=False)
     return slab, baseline, active
 
@@ -162,6 +162,25 @@ def test_rattle_moves_only_free_metal_atoms():
     assert np.all(shift[free & metal] > 0.0) and 0.05 < shift[free & metal].mean() < 0.3
 
 
+def test_parent_only_baselines_count_every_parent_call():
+    class CountingEMT(EMT):
+        calls = 0
+
+        def calculate(self, *args, **kwargs):
+            CountingEMT.calls += 1
+            super().calculate(*args, **kwargs)
+
+    results = {}
+    for optimizer in ("BFGS", "GPMin"):
+        CountingEMT.calls = 0
+        results[optimizer] = parent_relax(cu_slab_with_o(), CountingEMT(), fmax=0.03, optimizer=optimizer)
+        assert results[optimizer]["converged"] and results[optimizer]["final_fmax_ev_per_angstrom"] <= 0.03
+        assert results[optimizer]["n_parent_calls"] == CountingEMT.calls
+    assert results["GPMin"]["final_energy_ev"] == pytest.approx(results["BFGS"]["final_energy_ev"], abs=0.02)
+    with pytest.raises(ValueError, match="optimizer must be"):
+        parent_relax(cu_slab_with_o(), EMT(), optimizer="FIRE")
+
+
 def test_bad_arguments_are_rejected(sevennet0):
     with pytest.raises(ValueError, match="query must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), query="every_step")
@@ -232,7 +251,7 @@ def test_corrections_reproduce_the_parent_points(sevennet0):
 def test_chgnet_surrogate_falls_back_to_the_finetuning_engine(chgnet):
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
     atoms.rattle(0.05, seed=4)
-    baseline = parent_bfgs(atoms, emt_parent(), fmax=0.05)
+    baseline = parent_relax(atoms, emt_parent(), fmax=0.05)
     active = relax_active(atoms, chgnet, emt_parent(), fmax=0.05, progress=False, finetune_epochs=5)
     assert active.provenance["parameters"]["update"] == "finetune"  # CHGNet has no closed-form readout
     assert active.converged and active.final_parent_fmax_ev_per_angstrom <= 0.05

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .online import ActiveLearningFailed, ActiveRelaxResult, parent_bfgs, relax_active
+from .online import ActiveLearningFailed, ActiveRelaxResult, parent_relax, relax_active
 from .periodic import ProductionComparison, SamplingRun, compare_production, naive_finetune, periodic_finetune
 
-__all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "cli_relax_active", "parent_bfgs", "relax_active"]
+__all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "cli_relax_active", "parent_relax", "relax_active"]
 __all__ += ["ProductionComparison", "SamplingRun", "compare_production", "naive_finetune", "periodic_finetune"]
 
 
