@@ -57,9 +57,9 @@ def rattle_free_metal(atoms, stdev_angstrom: float = 0.1, seed: int = 0):
     adsorbates keep their geometry."""
     import numpy as np
 
-    movable = np.array([symbol in METALS for symbol in atoms.get_chemical_symbols()])
-    for constraint in atoms.constraints:
-        movable[constraint.get_indices()] = False
+    from .online import free_atoms
+
+    movable = np.array([symbol in METALS for symbol in atoms.get_chemical_symbols()]) & free_atoms(atoms)
     atoms.positions[movable] += np.random.default_rng(seed).normal(0.0, stdev_angstrom, (movable.sum(), 3))
     return atoms
 
