@@ -257,3 +257,32 @@ def test_chgnet_surrogate_falls_back_to_the_finetuning_engine(chgnet):
     assert active.converged and active.final_parent_fmax_ev_per_angstrom <= 0.05
     assert active.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     assert active.training_seconds > 0 and active.is_parent_call[-1]
+
+
+def test_any_calculator_serves_as_a_fixed_prior():
+    """A plain ASE calculator has no readout to refit: ``update="auto"`` keeps it fixed and the GP learns the rest.
+    EMT itself is an exact prior; EMT plus a Morse pair term is a wrong one."""
+    from ase.calculators.mixing import SumCalculator
+    from ase.calculators.morse import MorsePotential
+
+    slab = rattle_free_metal(cu_slab_with_o(), 0.05)
+    baseline = parent_relax(slab, emt_parent(), fmax=0.03)
+    exact = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False)
+    assert exact.provenance["parameters"]["update"] == "none"
+    assert exact.converged and exact.is_parent_call[-1]
+    assert exact.n_parent_calls <= baseline["n_parent_calls"] // 2
+    assert exact.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
+    wrong = SumCalculator([EMT(), MorsePotential(epsilon=0.05, r0=2.5, rho0=6.0)])
+    probe = slab.copy()
+    probe.calc = wrong
+    assert np.abs(probe.get_forces() - baseline_forces(slab)).max() > 0.5  # the prior really differs
+    approximate = relax_active(slab, wrong, emt_parent(), fmax=0.03, progress=False)
+    assert approximate.converged and approximate.final_parent_fmax_ev_per_angstrom <= 0.03
+    assert approximate.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
+    assert approximate.n_parent_calls < baseline["n_parent_calls"]
+
+
+def baseline_forces(atoms):
+    atoms = atoms.copy()
+    atoms.calc = EMT()
+    return atoms.get_forces()

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 Query = Literal["k_steps", "relax_only", "uncertainty"]
-Update = Literal["closed_form", "finetune"]
+Update = Literal["closed_form", "finetune", "none"]
 Correction = Literal["gp", "secant", "anchor", "none"]
 ParentOptimizer = Literal["BFGS", "GPMin"]
 
@@ -119,7 +119,8 @@ class OnlineSurrogate(Calculator):
         self.secant_matrix = None
         self.gp = None
         self.readout = readout_for(model_calc) if update == "closed_form" else None
-        self.engine = EngineModel(model_calc, finetune_epochs, seed) if update == "finetune" else None
+        self.engine = EngineModel(model_calc, finetune_epochs, seed) if update == "finetune" else \
+            FixedModel(model_calc) if update == "none" else None
         self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus refitted model, per parent frame
         self.rank, self.ridge, self.committee_size, self.seed = rank, ridge, committee_size, seed
         self.frames: list[FitFrame] = []
@@ -275,7 +276,39 @@ def gp_force_std(force_variance: np.ndarray, atoms: "Atoms") -> float:
     return float(np.sqrt(np.where(free_atoms(atoms), per_atom, 0.0).max()))
 
 
-class EngineModel:
+class FixedModel:
+    """The model as it is, never refitted (``update="none"``): the correction alone learns from the parent. Works
+    for any ASE calculator, including a mix of models."""
+
+    def __init__(self, calc):
+        self.calc = calc
+        self.frames: list = []
+
+    def refit(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Store the parent frame; returns (energy, forces) residuals, parent minus model, of every frame so far."""
+        from ..data import LabelledFrame
+
+        frame_atoms = atoms.copy()
+        frame_atoms.calc = None
+        self.frames.append(LabelledFrame(frame_atoms, float(energy), np.array(forces), None, "parent",
+                                         len(self.frames)))
+        self.train()
+        residuals = []
+        for frame in self.frames:
+            model_energy, model_forces = self.energy_forces(frame.atoms)
+            residuals.append((frame.energy_ev - model_energy, frame.forces_ev_per_angstrom - model_forces))
+        return residuals
+
+    def train(self) -> None:
+        pass
+
+    def energy_forces(self, atoms: "Atoms") -> tuple[float, np.ndarray]:
+        work = atoms.copy()
+        work.calc = self.calc
+        return float(work.get_potential_energy()), work.get_forces(apply_constraint=False)
+
+
+class EngineModel(FixedModel):
     """The surrogate's model fine-tuned by gradient descent with :func:`umlip_helpers.finetune.finetune` (head
     strategy), continuing from its previous weights on all parent frames at every parent call. Works for every
     model family the fine-tuning engine supports."""
@@ -283,22 +316,15 @@ class EngineModel:
     def __init__(self, calc, epochs: int, seed: int):
         import copy
 
-        self.calc = copy.deepcopy(calc)  # trained in place; the caller's model stays as it was
+        super().__init__(copy.deepcopy(calc))  # trained in place; the caller's model stays as it was
         self.epochs, self.seed = epochs, seed
-        self.frames: list = []
 
-    def refit(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """Fine-tune on every parent frame so far; returns (energy, forces) residuals, parent minus model."""
+    def train(self) -> None:
         import shutil
         import tempfile
 
-        from ..data import LabelledFrame
         from ..finetune import LossWeights, finetune
 
-        frame_atoms = atoms.copy()
-        frame_atoms.calc = None
-        self.frames.append(LabelledFrame(frame_atoms, float(energy), np.array(forces), None, "parent",
-                                         len(self.frames)))
         out = tempfile.mkdtemp(prefix="umlip-active-")
         try:
             finetune(self.calc, self.frames, strategy="head", out=out, epochs=self.epochs, val_fraction=0.0,
@@ -306,16 +332,6 @@ class EngineModel:
         finally:
             shutil.rmtree(out, ignore_errors=True)
         self.calc.reset()
-        residuals = []
-        for frame in self.frames:
-            model_energy, model_forces = self.energy_forces(frame.atoms)
-            residuals.append((frame.energy_ev - model_energy, frame.forces_ev_per_angstrom - model_forces))
-        return residuals
-
-    def energy_forces(self, atoms: "Atoms") -> tuple[float, np.ndarray]:
-        work = atoms.copy()
-        work.calc = self.calc
-        return float(work.get_potential_energy()), work.get_forces(apply_constraint=False)
 
 
 def constrained_fmax(atoms: "Atoms", forces: np.ndarray) -> float:
@@ -364,7 +380,9 @@ def relax_active(
     parent point refits the model on all parent frames so far and restarts BFGS (Hessian reset). ``update``:
     ``"closed_form"`` refits a ``rank``-dimensional subspace of the readout by ridge least squares
     (:mod:`.head_fit`, SevenNet); ``"finetune"`` runs the fine-tuning engine's head strategy for
-    ``finetune_epochs`` epochs (any family it supports); ``"auto"`` picks closed form where available. On top of
+    ``finetune_epochs`` epochs (any family it supports); ``"none"`` keeps the model as it is (any ASE
+    calculator), so that only the correction learns; ``"auto"`` picks closed form where available, else the
+    engine for the model families it knows, else ``"none"``. On top of
     the refitted model, ``correction`` (see :class:`OnlineSurrogate`) makes the surrogate reproduce the parent
     points: ``"gp"`` a Gaussian process on the residual at every parent point, ``"secant"`` an anchor at the
     newest point plus a secant curvature correction along the steps between them.
@@ -383,17 +401,18 @@ def relax_active(
     from ..models.loading import check_elements
     from ..parents import emt_parent
 
-    if query not in ("k_steps", "relax_only", "uncertainty"):
+    if query not in get_args(Query):
         raise ValueError(f"query must be k_steps, relax_only or uncertainty, not {query!r}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    if update not in ("auto", "closed_form", "finetune"):
-        raise ValueError(f"update must be auto, closed_form or finetune, not {update!r}")
+    if update not in ("auto", *get_args(Update)):
+        raise ValueError(f"update must be auto, closed_form, finetune or none, not {update!r}")
     calc = load_calculator(model, device=device) if isinstance(model, (str, Path)) else model
     check_elements(atoms, calc)
     if update == "auto":
-        update = "closed_form" if has_closed_form_readout(calc) else "finetune"
-    if update == "finetune":
+        update = "closed_form" if has_closed_form_readout(calc) else \
+            "finetune" if getattr(calc, "umlip_family", None) is not None else "none"
+    if update != "closed_form":
         committee_size = 0  # the committee and descriptor PCA live on the closed-form readout
     parent = emt_parent() if parent is None else parent
     surrogate = OnlineSurrogate(calc, rank=rank, ridge=ridge, correction=correction,

@@ -1,0 +1,126 @@
+"""How good must the prior be? Online active learning with a fixed prior that moves from the parent itself to
+SevenNet-0: prior = (1 - λ) EMT + λ SevenNet-0, parent EMT, the GP correction as the only learner (update="none").
+
+    python benchmarks/active_learning_prior.py [--every 2] [--lambdas 0 0.1 0.3 1]
+
+λ = 0 is a perfect prior, so its parent calls are what the querying rules alone cost; λ = 1 is SevenNet-0 with no
+readout refit. Each λ runs with the default rules (k = 10 surrogate steps, trust radius 0.25 -> 0.5 Å) and, for
+λ ≤ 0.3, with long excursions (k = 1000, trust radius 2 Å). On every ``every``-th system of the FINETUNA-sized set.
+Writes benchmarks/results/active_learning_prior.json (rewritten after every run): per system and prior the prior's
+force error at the start structure (free atoms), parent calls against parent-only BFGS, and the final energy error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
+from umlip_helpers.active.online import free_atoms  # noqa: E402
+from umlip_helpers.active.systems import benchmark_systems  # noqa: E402
+from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.models import load_calculator  # noqa: E402
+from umlip_helpers.parents import emt_parent  # noqa: E402
+
+ENERGY_TOLERANCE_EV = 0.02
+RULES = {"default": {}, "long_excursions": dict(k=1000, trust_radius_angstrom=2.0, max_trust_radius_angstrom=2.0)}
+
+
+def mixed_prior(model, weight: float):
+    """(1 - weight) EMT + weight ``model``, an ASE calculator."""
+    from ase.calculators.emt import EMT
+    from ase.calculators.mixing import LinearCombinationCalculator
+
+    return EMT() if weight == 0 else LinearCombinationCalculator([EMT(), model], [1.0 - weight, weight])
+
+
+def prior_force_error(atoms, prior) -> tuple[float, float]:
+    """Mean and max over free atoms of |F_prior - F_EMT| (eV/Å) at ``atoms``."""
+    work = atoms.copy()
+    work.calc = prior
+    forces = work.get_forces(apply_constraint=False)
+    work.calc = emt_parent()
+    error = np.linalg.norm(forces - work.get_forces(apply_constraint=False), axis=1)[free_atoms(atoms)]
+    return float(error.mean()), float(error.max())
+
+
+def summarise(rows: list[dict]) -> dict:
+    calls = sum(r["active_parent_calls"] for r in rows)
+    baseline = sum(r["baseline_parent_calls"] for r in rows)
+    return {"n_systems": len(rows), "active_parent_calls": calls, "baseline_parent_calls": baseline,
+            "parent_calls_percent_of_bfgs": 100.0 * calls / baseline,
+            "mean_parent_calls_per_system": calls / len(rows),
+            "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
+                                                      <= ENERGY_TOLERANCE_EV for r in rows])),
+            "median_prior_force_error_mean_ev_per_angstrom": float(np.median(
+                [r["prior_force_error_mean_ev_per_angstrom"] for r in rows]))}
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--every", type=int, default=2, help="run every n-th system of the full set")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0])
+    parser.add_argument("--fmax", type=float, default=0.03)
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    model = load_calculator("sevennet-0", device="auto")
+    systems = list(benchmark_systems("full"))[::args.every]
+    out_path = ROOT / "benchmarks" / "results" / "active_learning_prior.json"
+    baselines = {name: parent_relax(atoms, emt_parent(), fmax=args.fmax) for name, atoms in systems}
+    runs = [(weight, rules) for weight in args.lambdas for rules in RULES
+            if rules == "default" or weight <= 0.3]
+    runs.sort(key=lambda run: (run[0] == 1.0, run[1] != "default", run[0]))  # the cheap and central runs first
+    result = {"provenance": provenance(model, parent="emt", fmax=args.fmax, every=args.every, update="none",
+                                       correction="gp", rules=RULES, prior="(1 - lambda) EMT + lambda sevennet-0"),
+              "systems": [name for name, _ in systems], "runs": []}
+    reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
+    if reference.exists():  # the default learner (SevenNet-0, readout refit + GP) on the same systems
+        full = json.loads(reference.read_text())
+        rows = [r for r in full["systems"] if r["system"] in result["systems"]]
+        result["default_learner_same_systems"] = {
+            "source": "active_learning_full.json", "created_utc": full["provenance"]["created_utc"],
+            "active_parent_calls": sum(r["active_parent_calls"] for r in rows),
+            "baseline_parent_calls": sum(r["baseline_parent_calls"] for r in rows),
+            "parent_calls_percent_of_bfgs": 100.0 * sum(r["active_parent_calls"] for r in rows)
+            / sum(r["baseline_parent_calls"] for r in rows)}
+    for weight, rules in runs:
+        rows = []
+        for name, atoms in systems:
+            prior = mixed_prior(model, weight)
+            mean_error, max_error = prior_force_error(atoms, prior)
+            base = baselines[name]
+            start = time.perf_counter()
+            active = relax_active(atoms, prior, emt_parent(), fmax=args.fmax, update="none", committee_size=0,
+                                  max_parent_calls=base["n_parent_calls"], progress=False, **RULES[rules])
+            rows.append({"system": name, "prior_force_error_mean_ev_per_angstrom": mean_error,
+                         "prior_force_error_max_ev_per_angstrom": max_error,
+                         "baseline_parent_calls": base["n_parent_calls"],
+                         "active_parent_calls": active.n_parent_calls, "active_converged": active.converged,
+                         "energy_difference_ev": active.final_parent_energy_ev - base["final_energy_ev"],
+                         "wall_seconds": time.perf_counter() - start})
+            print(f"lambda {weight:.2f} {rules:15s} {name:14s} prior error {mean_error:.3f} eV/Å  "
+                  f"BFGS {base['n_parent_calls']:3d}  active {active.n_parent_calls:3d}  "
+                  f"dE {rows[-1]['energy_difference_ev']:+.4f}", flush=True)
+        result["runs"].append({"lambda": weight, "rules": rules, "summary": summarise(rows), "systems": rows})
+        atomic_write_json(out_path, result)
+        print(f"lambda {weight:.2f} {rules}:", result["runs"][-1]["summary"], flush=True)
+    print(f"wrote {out_path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
