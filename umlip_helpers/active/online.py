@@ -353,6 +353,8 @@ def relax_active(
     trust_radius_angstrom: float = 0.25,
     max_trust_radius_angstrom: float = 0.5,
     uphill_tolerance_ev: float = 1e-3,
+    k_grows_with_trust: bool = True,
+    trusted_prior_residual: float | None = 0.25,
     uncertainty_threshold_ev_per_angstrom: float = 0.05,
     rank: int = 2,
     ridge: float = 1e-2,
@@ -389,7 +391,9 @@ def relax_active(
     The trust radius starts at ``trust_radius_angstrom`` and adapts as in trust-region methods: a segment
     that raises the parent energy by more than ``uphill_tolerance_ev`` is rejected (back to the previous point,
     radius halved); one whose energy drop the surrogate predicted well doubles it (up to
-    ``max_trust_radius_angstrom``). The relaxation ends only at a
+    ``max_trust_radius_angstrom``). With ``k_grows_with_trust`` ``k`` counts at the initial radius and grows
+    with it. If the prior's forces at the start differ from the parent's by at most ``trusted_prior_residual``
+    of their norm (free atoms), the first segment already gets the largest radius. The relaxation ends only at a
     parent-verified point. ``model`` is a calculator or a model name;
     ``parent`` an ASE calculator or a per-structure factory (default: EMT). With ``trajectory_json`` the
     trajectory so far is written (atomically) after every parent call.
@@ -422,7 +426,8 @@ def relax_active(
     surrogate.with_uncertainty = query == "uncertainty" and committee_size > 1
     params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
                   trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
-                  uphill_tolerance_ev=uphill_tolerance_ev, rank=rank, ridge=ridge,
+                  uphill_tolerance_ev=uphill_tolerance_ev, k_grows_with_trust=k_grows_with_trust,
+                  trusted_prior_residual=trusted_prior_residual, rank=rank, ridge=ridge,
                   correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
                   update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
                   uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
@@ -512,6 +517,12 @@ def relax_active(
                 accepted = (len(surrogate.frames) - 1, energy)
         else:
             accepted = (0, energy)
+            if trusted_prior_residual is not None:  # the prior already agrees with the parent: trust it further
+                prior = work.copy()
+                prior.calc = calc
+                residual = np.linalg.norm((forces - prior.get_forces(apply_constraint=False))[free])
+                if residual <= trusted_prior_residual * np.linalg.norm(forces[free]):
+                    radius = max_trust_radius_angstrom
         if trajectory_json:
             result().save_json(trajectory_json)
 
@@ -528,7 +539,7 @@ def relax_active(
                 record["positions"].append(work.get_positions())
                 if np.linalg.norm(surrogate_forces, axis=1).max() < surrogate_fmax_ratio * fmax:
                     break
-                if query == "k_steps" and segment >= k:
+                if query == "k_steps" and segment >= (k * radius / trust_radius_angstrom if k_grows_with_trust else k):
                     break
                 moved = np.linalg.norm(work.get_positions() - surrogate.anchor_positions, axis=1).max()
                 if moved >= radius - 1e-9:
