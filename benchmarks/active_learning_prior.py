@@ -1,7 +1,7 @@
 """How good must the prior be? Online active learning with a fixed prior that moves from the parent itself to
 SevenNet-0: prior = (1 - λ) EMT + λ SevenNet-0, parent EMT, the GP correction as the only learner (update="none").
 
-    python benchmarks/active_learning_prior.py [--every 2] [--lambdas 0 0.1 0.3 1]
+    python benchmarks/active_learning_prior.py [--every 3] [--lambdas 0 0.1 0.3 1]
 
 λ = 0 is a perfect prior, so its parent calls are what the querying rules alone cost; λ = 1 is SevenNet-0 with no
 readout refit. Rules: "adaptive" (relax_active's defaults: k grows with the trust radius, and a prior that agrees
@@ -30,8 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
-from umlip_helpers.active.online import free_atoms  # noqa: E402
-from umlip_helpers.active.systems import benchmark_systems  # noqa: E402
+from umlip_helpers.active.systems import benchmark_systems, mixed_prior, prior_force_error  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
@@ -40,24 +39,6 @@ ENERGY_TOLERANCE_EV = 0.02
 FIXED = dict(k_grows_with_trust=False, trusted_prior_residual=None)
 RULES = {"adaptive": {}, "before": FIXED,
          "long_excursions": dict(FIXED, k=1000, trust_radius_angstrom=2.0, max_trust_radius_angstrom=2.0)}
-
-
-def mixed_prior(model, weight: float):
-    """(1 - weight) EMT + weight ``model``, an ASE calculator."""
-    from ase.calculators.emt import EMT
-    from ase.calculators.mixing import LinearCombinationCalculator
-
-    return EMT() if weight == 0 else LinearCombinationCalculator([EMT(), model], [1.0 - weight, weight])
-
-
-def prior_force_error(atoms, prior) -> tuple[float, float]:
-    """Mean and max over free atoms of |F_prior - F_EMT| (eV/Å) at ``atoms``."""
-    work = atoms.copy()
-    work.calc = prior
-    forces = work.get_forces(apply_constraint=False)
-    work.calc = emt_parent()
-    error = np.linalg.norm(forces - work.get_forces(apply_constraint=False), axis=1)[free_atoms(atoms)]
-    return float(error.mean()), float(error.max())
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -104,7 +85,7 @@ def main(argv=None) -> dict:
         rows = []
         for name, atoms in systems:
             prior = mixed_prior(model, weight)
-            mean_error, max_error = prior_force_error(atoms, prior)
+            mean_error, max_error = prior_force_error(atoms, prior, emt_parent())
             base = baselines[name]
             start = time.perf_counter()
             active = relax_active(atoms, prior, emt_parent(), fmax=args.fmax, update="none", committee_size=0,

@@ -13,7 +13,8 @@ from ase.constraints import FixAtoms
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
-from umlip_helpers.active.systems import METALS, adsorbate_slab, benchmark_systems, rattle_free_metal
+from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, mixed_prior, prior_force_error,
+                                          rattle_free_metal)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -276,6 +277,10 @@ def test_any_calculator_serves_as_a_fixed_prior():
     probe = slab.copy()
     probe.calc = wrong
     assert np.abs(probe.get_forces() - baseline_forces(slab)).max() > 0.5  # the prior really differs
+    assert prior_force_error(slab, mixed_prior(wrong, 0.0), EMT()) == (0.0, 0.0)
+    full_error = prior_force_error(slab, mixed_prior(wrong, 1.0), EMT())
+    half_error = prior_force_error(slab, mixed_prior(wrong, 0.5), EMT())
+    np.testing.assert_allclose(half_error, 0.5 * np.array(full_error), rtol=1e-9)  # the mix is linear in the weight
     approximate = relax_active(slab, wrong, emt_parent(), fmax=0.03, progress=False)
     assert approximate.converged and approximate.final_parent_fmax_ev_per_angstrom <= 0.03
     assert approximate.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)

@@ -124,3 +124,28 @@ def compare_to_parent_only(atoms, calc, parent_factory, fmax: float = 0.03, **op
            "parent_seconds": active.parent_seconds, "training_seconds": active.training_seconds,
            "baseline_seconds": baseline["seconds"]}
     return row, active
+
+
+def mixed_prior(model, weight: float, parent_factory=None):
+    """``(1 - weight) parent + weight model``: a prior between the parent itself (0) and ``model`` (1), to measure
+    how good a prior must be. ``parent_factory`` defaults to EMT."""
+    from ase.calculators.mixing import LinearCombinationCalculator
+
+    from ..parents import emt_parent
+
+    parent = (parent_factory or emt_parent)()
+    return parent if weight == 0 else LinearCombinationCalculator([parent, model], [1.0 - weight, weight])
+
+
+def prior_force_error(atoms, prior, parent) -> tuple[float, float]:
+    """Mean and max over the free atoms of ``|F_prior - F_parent|`` (eV/Å) at ``atoms``."""
+    import numpy as np
+
+    from .online import free_atoms
+
+    work = atoms.copy()
+    work.calc = prior
+    forces = work.get_forces(apply_constraint=False)
+    work.calc = parent
+    error = np.linalg.norm(forces - work.get_forces(apply_constraint=False), axis=1)[free_atoms(atoms)]
+    return float(error.mean()), float(error.max())
