@@ -283,6 +283,7 @@ class FixedModel:
     def __init__(self, calc):
         self.calc = calc
         self.frames: list = []
+        self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus model, per frame
 
     def refit(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Store the parent frame; returns (energy, forces) residuals, parent minus model, of every frame so far."""
@@ -293,14 +294,13 @@ class FixedModel:
         self.frames.append(LabelledFrame(frame_atoms, float(energy), np.array(forces), None, "parent",
                                          len(self.frames)))
         self.train()
-        residuals = []
-        for frame in self.frames:
+        for frame in self.frames[len(self.residuals):]:
             model_energy, model_forces = self.energy_forces(frame.atoms)
-            residuals.append((frame.energy_ev - model_energy, frame.forces_ev_per_angstrom - model_forces))
-        return residuals
+            self.residuals.append((frame.energy_ev - model_energy, frame.forces_ev_per_angstrom - model_forces))
+        return list(self.residuals)
 
     def train(self) -> None:
-        pass
+        """Nothing to train: the model is fixed, so earlier residuals stay valid."""
 
     def energy_forces(self, atoms: "Atoms") -> tuple[float, np.ndarray]:
         work = atoms.copy()
@@ -332,6 +332,7 @@ class EngineModel(FixedModel):
         finally:
             shutil.rmtree(out, ignore_errors=True)
         self.calc.reset()
+        self.residuals = []  # the model changed: every frame's residual is recomputed
 
 
 def constrained_fmax(atoms: "Atoms", forces: np.ndarray) -> float:
