@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
 from umlip_helpers.active.online import Correction  # noqa: E402
-from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_only  # noqa: E402
+from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_only, fraction_within  # noqa: E402
 from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
@@ -107,12 +107,10 @@ def summarise(rows, correlations) -> dict:
         "gpmin_parent_calls": gpmin_calls,
         "parent_calls_percent_of_bfgs": 100.0 * active_calls / baseline_calls,
         "gpmin_parent_calls_percent_of_bfgs": 100.0 * gpmin_calls / baseline_calls,
-        "gpmin_fraction_within_0p02_ev": float(np.mean([r["gpmin_converged"] and r["gpmin_energy_difference_ev"]
-                                                        <= ENERGY_TOLERANCE_EV for r in rows])),
+        "gpmin_fraction_within_0p02_ev": fraction_within(rows, ENERGY_TOLERANCE_EV, "gpmin"),
         "median_parent_calls_percent_of_bfgs": float(np.median(
             [100.0 * r["active_parent_calls"] / r["baseline_parent_calls"] for r in rows])),
-        "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
-                                                  <= ENERGY_TOLERANCE_EV for r in rows])),
+        "fraction_within_0p02_ev": fraction_within(rows, ENERGY_TOLERANCE_EV),
         "surrogate_seconds": sum(r["surrogate_seconds"] for r in rows),
         "parent_seconds": sum(r["parent_seconds"] for r in rows),
         "training_seconds": sum(r["training_seconds"] for r in rows),

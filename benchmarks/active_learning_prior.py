@@ -29,13 +29,12 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
-from umlip_helpers.active.systems import benchmark_systems, mixed_prior, prior_force_error  # noqa: E402
+from umlip_helpers.active import parent_relax  # noqa: E402
+from umlip_helpers.active.systems import benchmark_systems, fraction_within, relax_with_mixed_prior  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
-ENERGY_TOLERANCE_EV = 0.02
 FIXED = dict(k_grows_with_trust=False, trusted_prior_residual=None)
 RULES = {"adaptive": {}, "before": FIXED,
          "long_excursions": dict(FIXED, k=1000, trust_radius_angstrom=2.0, max_trust_radius_angstrom=2.0)}
@@ -47,8 +46,7 @@ def summarise(rows: list[dict]) -> dict:
     return {"n_systems": len(rows), "active_parent_calls": calls, "baseline_parent_calls": baseline,
             "parent_calls_percent_of_bfgs": 100.0 * calls / baseline,
             "mean_parent_calls_per_system": calls / len(rows),
-            "fraction_within_0p02_ev": float(np.mean([r["active_converged"] and r["energy_difference_ev"]
-                                                      <= ENERGY_TOLERANCE_EV for r in rows])),
+            "fraction_within_0p02_ev": fraction_within(rows),
             "median_prior_force_error_mean_ev_per_angstrom": float(np.median(
                 [r["prior_force_error_mean_ev_per_angstrom"] for r in rows]))}
 
@@ -84,21 +82,14 @@ def main(argv=None) -> dict:
     for weight, rules in runs:
         rows = []
         for name, atoms in systems:
-            prior = mixed_prior(model, weight)
-            mean_error, max_error = prior_force_error(atoms, prior, emt_parent())
             base = baselines[name]
             start = time.perf_counter()
-            active = relax_active(atoms, prior, emt_parent(), fmax=args.fmax, update="none", committee_size=0,
-                                  max_parent_calls=base["n_parent_calls"], progress=False, **RULES[rules])
-            rows.append({"system": name, "prior_force_error_mean_ev_per_angstrom": mean_error,
-                         "prior_force_error_max_ev_per_angstrom": max_error,
-                         "baseline_parent_calls": base["n_parent_calls"],
-                         "active_parent_calls": active.n_parent_calls, "active_converged": active.converged,
-                         "energy_difference_ev": active.final_parent_energy_ev - base["final_energy_ev"],
-                         "wall_seconds": time.perf_counter() - start})
-            print(f"lambda {weight:.2f} {rules:15s} {name:14s} prior error {mean_error:.3f} eV/Å  "
-                  f"BFGS {base['n_parent_calls']:3d}  active {active.n_parent_calls:3d}  "
-                  f"dE {rows[-1]['energy_difference_ev']:+.4f}", flush=True)
+            row = relax_with_mixed_prior(atoms, model, weight, base, fmax=args.fmax,
+                                         max_parent_calls=base["n_parent_calls"], **RULES[rules])
+            rows.append({"system": name, **row, "wall_seconds": time.perf_counter() - start})
+            print(f"lambda {weight:.2f} {rules:15s} {name:14s} prior error "
+                  f"{row['prior_force_error_mean_ev_per_angstrom']:.3f} eV/Å  BFGS {base['n_parent_calls']:3d}  "
+                  f"active {row['active_parent_calls']:3d}  dE {row['energy_difference_ev']:+.4f}", flush=True)
         result["runs"].append({"lambda": weight, "rules": rules, "summary": summarise(rows), "systems": rows})
         atomic_write_json(out_path, result)
         print(f"lambda {weight:.2f} {rules}:", result["runs"][-1]["summary"], flush=True)

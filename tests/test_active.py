@@ -13,8 +13,8 @@ from ase.constraints import FixAtoms
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
-from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, mixed_prior, prior_force_error,
-                                          rattle_free_metal)
+from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
+                                          prior_force_error, rattle_free_metal, relax_with_mixed_prior)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -274,20 +274,29 @@ def test_any_calculator_serves_as_a_fixed_prior():
     assert exact.n_parent_calls <= baseline["n_parent_calls"] // 2
     assert exact.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     wrong = SumCalculator([EMT(), MorsePotential(epsilon=0.05, r0=2.5, rho0=6.0)])
-    probe = slab.copy()
-    probe.calc = wrong
-    assert np.abs(probe.get_forces() - baseline_forces(slab)).max() > 0.5  # the prior really differs
+    assert prior_force_error(slab, wrong, EMT())[1] > 0.5  # the prior really differs
     assert prior_force_error(slab, mixed_prior(wrong, 0.0), EMT()) == (0.0, 0.0)
     full_error = prior_force_error(slab, mixed_prior(wrong, 1.0), EMT())
     half_error = prior_force_error(slab, mixed_prior(wrong, 0.5), EMT())
     np.testing.assert_allclose(half_error, 0.5 * np.array(full_error), rtol=1e-9)  # the mix is linear in the weight
+    row = relax_with_mixed_prior(slab, wrong, 0.0, baseline)  # weight 0: the parent itself, as ``exact`` above
+    assert row["active_parent_calls"] == exact.n_parent_calls and row["prior_force_error_max_ev_per_angstrom"] == 0.0
+    assert row["energy_difference_ev"] == pytest.approx(exact.final_parent_energy_ev - baseline["final_energy_ev"])
     approximate = relax_active(slab, wrong, emt_parent(), fmax=0.03, progress=False)
     assert approximate.converged and approximate.final_parent_fmax_ev_per_angstrom <= 0.03
     assert approximate.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     assert approximate.n_parent_calls < baseline["n_parent_calls"]
 
 
-def baseline_forces(atoms):
-    atoms = atoms.copy()
-    atoms.calc = EMT()
-    return atoms.get_forces()
+def test_fraction_within_counts_converged_runs_at_most_the_tolerance_above_the_baseline():
+    rows = [{"active_converged": True, "energy_difference_ev": 0.019, "gpmin_converged": False,
+             "gpmin_energy_difference_ev": 0.0},
+            {"active_converged": True, "energy_difference_ev": -0.4, "gpmin_converged": True,
+             "gpmin_energy_difference_ev": 0.021},
+            {"active_converged": False, "energy_difference_ev": 0.0, "gpmin_converged": True,
+             "gpmin_energy_difference_ev": 0.001},
+            {"active_converged": True, "energy_difference_ev": 0.03, "gpmin_converged": True,
+             "gpmin_energy_difference_ev": 0.02}]
+    assert fraction_within(rows) == 0.5
+    assert fraction_within(rows, method="gpmin") == 0.5
+    assert fraction_within(rows, tolerance_ev=0.05) == 0.75

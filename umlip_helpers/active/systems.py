@@ -149,3 +149,28 @@ def prior_force_error(atoms, prior, parent) -> tuple[float, float]:
     work.calc = parent
     error = np.linalg.norm(forces - work.get_forces(apply_constraint=False), axis=1)[free_atoms(atoms)]
     return float(error.mean()), float(error.max())
+
+
+def relax_with_mixed_prior(atoms, model, weight: float, baseline: dict, fmax: float = 0.03, **options) -> dict:
+    """One point of the prior-quality sweep: :func:`relax_active` with the fixed prior :func:`mixed_prior` (EMT
+    parent, the GP correction the only learner) against a :func:`parent_relax` ``baseline`` from the same start."""
+    from ..parents import emt_parent
+    from .online import relax_active
+
+    prior = mixed_prior(model, weight)
+    mean_error, max_error = prior_force_error(atoms, prior, emt_parent())
+    options.setdefault("progress", False)
+    active = relax_active(atoms, prior, emt_parent(), fmax=fmax, update="none", **options)
+    return {"prior_force_error_mean_ev_per_angstrom": mean_error, "prior_force_error_max_ev_per_angstrom": max_error,
+            "baseline_parent_calls": baseline["n_parent_calls"], "active_parent_calls": active.n_parent_calls,
+            "active_converged": active.converged,
+            "energy_difference_ev": active.final_parent_energy_ev - baseline["final_energy_ev"]}
+
+
+def fraction_within(rows, tolerance_ev: float = 0.02, method: str = "active") -> float:
+    """Fraction of rows whose ``method`` ("active" or "gpmin") converged to an energy at most ``tolerance_ev`` above
+    the BFGS baseline's (FINETUNA's accuracy criterion)."""
+    import numpy as np
+
+    difference = "energy_difference_ev" if method == "active" else f"{method}_energy_difference_ev"
+    return float(np.mean([bool(r[f"{method}_converged"]) and r[difference] <= tolerance_ev for r in rows]))
