@@ -272,6 +272,11 @@ def test_any_calculator_serves_as_a_fixed_prior():
     assert exact.provenance["parameters"]["update"] == "none"
     assert exact.converged and exact.is_parent_call[-1]
     assert exact.n_parent_calls <= baseline["n_parent_calls"] // 2
+    # an exact prior agrees with the parent at the start, so it is trusted at once: the start and the verified end
+    assert exact.n_parent_calls == 2
+    fixed_rules = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False, k_grows_with_trust=False,
+                               trusted_prior_residual=None)
+    assert fixed_rules.n_parent_calls > exact.n_parent_calls
     assert exact.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     wrong = SumCalculator([EMT(), MorsePotential(epsilon=0.05, r0=2.5, rho0=6.0)])
     assert prior_force_error(slab, wrong, EMT())[1] > 0.5  # the prior really differs
@@ -286,6 +291,7 @@ def test_any_calculator_serves_as_a_fixed_prior():
     assert approximate.converged and approximate.final_parent_fmax_ev_per_angstrom <= 0.03
     assert approximate.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     assert approximate.n_parent_calls < baseline["n_parent_calls"]
+    assert approximate.is_parent_call.index(True, 1) <= 11  # no early trust: the first segment stops at k = 10 steps
 
 
 def test_fraction_within_counts_converged_runs_at_most_the_tolerance_above_the_baseline():
