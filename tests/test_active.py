@@ -14,7 +14,8 @@ from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_activ
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
 from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
-                                          prior_force_error, rattle_free_metal, relax_with_mixed_prior)
+                                          pretraining_frames, prior_force_error, rattle_free_metal,
+                                          relax_with_mixed_prior)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -306,3 +307,20 @@ def test_fraction_within_counts_converged_runs_at_most_the_tolerance_above_the_b
     assert fraction_within(rows) == 0.5
     assert fraction_within(rows, method="gpmin") == 0.5
     assert fraction_within(rows, tolerance_ev=0.05) == 0.75
+
+
+def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_benchmark():
+    frames, calls = pretraining_frames(emt_parent)
+    assert len(frames) == 140
+    starts, minima = frames[0::2], frames[1::2]
+    for frame in frames:
+        check = frame.atoms.copy()
+        check.calc = EMT()
+        assert frame.energy_ev == pytest.approx(check.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(frame.forces_ev_per_angstrom, check.get_forces(apply_constraint=False), atol=1e-9)
+    assert all(constrained_fmax(f.atoms, f.forces_ev_per_angstrom) <= 0.03 for f in minima)
+    assert all(constrained_fmax(f.atoms, f.forces_ev_per_angstrom) > 0.03 for f in starts)
+    sizes = {len(atoms) for _, atoms in benchmark_systems("full")}
+    assert not sizes & {len(f.atoms) for f in frames}  # small cells only: no benchmark system is seen in pretraining
+    relaxations = [parent_relax(f.atoms, emt_parent(), fmax=0.03)["n_parent_calls"] for f in starts]
+    assert calls == sum(relaxations) > len(starts)

@@ -99,6 +99,43 @@ def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
             yield f"{metal}(100) clean", start(clean_surface(metal, "100", (3, 3, 4), 2))
 
 
+def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000) -> tuple[list, int]:
+    """Parent-labelled frames for a prior matched to the parent's level of theory, as FINETUNA's prior was trained
+    on OC20's DFT: every adsorbate on both facets of every metal on small 2×2×3 slabs, plus 15-atom vacancy cells
+    and 2×2×4 (111) surfaces (70 structures, none of them a "full" benchmark system). Each is rattled
+    (:func:`rattle_free_metal`, 0.1 Å, its own seed) and labelled at its start and at its parent-only BFGS minimum.
+
+    Returns (frames, parent calls spent), the calls counting the BFGS relaxations that found the minima.
+    """
+    from ..data import LabelledFrame
+    from ..parents import emt_parent
+    from .online import parent_relax
+
+    parent_factory = parent_factory or emt_parent
+    structures = []
+    for metal in METALS:
+        structures += [adsorbate_slab(metal, facet, adsorbate) for facet in ("111", "100") for adsorbate in ADSORBATES]
+        structures += [bulk_vacancy(metal), clean_surface(metal)]
+    frames, calls = [], 0
+
+    def label(atoms, parent):
+        work = atoms.copy()
+        work.calc = parent
+        energy, forces = work.get_potential_energy(), work.get_forces(apply_constraint=False)
+        work.calc = None
+        frames.append(LabelledFrame(work, float(energy), forces, None, "pretraining", len(frames)))
+
+    for index, atoms in enumerate(structures):
+        start = rattle_free_metal(atoms, 0.1, seed=seed + index)
+        label(start, parent_factory())
+        relaxed = parent_relax(start, parent_factory(), fmax=fmax)
+        minimum = start.copy()
+        minimum.positions = relaxed["positions_angstrom"]
+        label(minimum, parent_factory())
+        calls += relaxed["n_parent_calls"]  # its first call is the start frame's
+    return frames, calls
+
+
 def compare_to_parent_only(atoms, calc, parent_factory, fmax: float = 0.03, **options) -> tuple[dict, Any]:
     """Relax ``atoms`` with parent-only BFGS (the baseline), parent-only GPMin (a Gaussian-process optimiser that
     needs no model, the bar any learned prior has to clear) and :func:`relax_active`; return a table row and the
