@@ -186,6 +186,12 @@ def test_parent_only_baselines_count_every_parent_call():
 def test_bad_arguments_are_rejected(sevennet0):
     with pytest.raises(ValueError, match="query must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), query="every_step")
+    with pytest.raises(ValueError, match="k must be"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), k=0)
+    with pytest.raises(ValueError, match="trusted_prior_residual must be"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), trusted_prior_residual=-0.25)
+    with pytest.raises(ValueError, match="weight must lie"):
+        mixed_prior(sevennet0, 1.5)
 
 
 @pytest.mark.slow

@@ -410,6 +410,8 @@ def relax_active(
         raise ValueError(f"query must be k_steps, relax_only or uncertainty, not {query!r}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
+    if trusted_prior_residual is not None and not trusted_prior_residual > 0:
+        raise ValueError(f"trusted_prior_residual must be positive or None, got {trusted_prior_residual}")
     if update not in ("auto", *get_args(Update)):
         raise ValueError(f"update must be auto, closed_form, finetune or none, not {update!r}")
     calc = load_calculator(model, device=device) if isinstance(model, (str, Path)) else model

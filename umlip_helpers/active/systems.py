@@ -170,6 +170,8 @@ def mixed_prior(model, weight: float, parent_factory=None):
 
     from ..parents import emt_parent
 
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"the prior's weight must lie in [0, 1], got {weight}")
     parent = (parent_factory or emt_parent)()
     return parent if weight == 0 else LinearCombinationCalculator([parent, model], [1.0 - weight, weight])
 
