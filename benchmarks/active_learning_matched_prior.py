@@ -3,6 +3,7 @@ OC20's DFT, the parent's level of theory): SevenNet-0 fine-tuned on EMT frames o
 learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as the parent.
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
+        [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them.
@@ -11,7 +12,7 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
 3. Per system: the prior's force error at the start before and after fine-tuning, then parent-only BFGS, parent-only
    GPMin and the online learner with the fine-tuned prior.
 
-Writes benchmarks/results/active_learning_matched_prior.json (rewritten after every system).
+Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--prior-dir", type=Path, default=ROOT / "runs" / "matched_prior")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--fmax", type=float, default=0.03)
+    parser.add_argument("--out", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "active_learning_matched_prior.json")
     args = parser.parse_args(argv)
     import torch
 
@@ -86,7 +89,7 @@ def main(argv=None) -> dict:
     frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax)
     prior, manifest = matched_prior(frames, args.prior_dir, args.epochs)
     base = load_calculator("sevennet-0", device="auto")
-    out_path = ROOT / "benchmarks" / "results" / "active_learning_matched_prior.json"
+    out_path = args.out
     systems = list(benchmark_systems("full"))[::args.every]
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
                                        training={**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]),
