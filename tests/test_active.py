@@ -316,7 +316,15 @@ def test_fraction_within_counts_converged_runs_at_most_the_tolerance_above_the_b
 
 
 def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_benchmark():
-    frames, calls = pretraining_frames(emt_parent)
+    evaluations = []
+
+    class CountingEMT(EMT):
+        def calculate(self, *args, **kwargs):
+            evaluations.append(1)
+            super().calculate(*args, **kwargs)
+
+    frames, calls = pretraining_frames(CountingEMT)
+    assert len(evaluations) == calls  # the labels are the relaxations' own first and last parent calls
     assert len(frames) == 140
     starts, minima = frames[0::2], frames[1::2]
     for frame in frames:

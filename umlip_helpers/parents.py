@@ -236,3 +236,11 @@ class FreshParentCalculator:
         calc = _Fresh()
         calc.umlip_info = parent_info(factory)
         return calc
+
+
+def parent_calculator(parent: Parent) -> "Calculator":
+    """``parent`` as one ASE calculator: itself if it is one, else a :class:`FreshParentCalculator` of the factory.
+    Either caches its last result, so asking again for the same structure costs no parent call."""
+    from ase.calculators.calculator import BaseCalculator
+
+    return parent if isinstance(parent, BaseCalculator) else FreshParentCalculator(parent)

@@ -565,15 +565,14 @@ def parent_relax(atoms: "Atoms", parent: Parent, fmax: float = 0.03, optimizer: 
     """A baseline on the parent alone: ASE's BFGS (``maxstep``), or ASE's GPMin (a Gaussian process on the parent's
     energies and forces, with its default hyperparameters and no other prior). Returns parent calls, final energy
     and fmax, and seconds."""
-    from ase.calculators.calculator import BaseCalculator
     from ase.optimize import BFGS, GPMin
 
-    from ..parents import FreshParentCalculator
+    from ..parents import parent_calculator
 
     if optimizer not in get_args(ParentOptimizer):
         raise ValueError(f"optimizer must be one of {get_args(ParentOptimizer)}, not {optimizer!r}")
     work = atoms.copy()
-    work.calc = parent if isinstance(parent, BaseCalculator) else FreshParentCalculator(parent)
+    work.calc = parent_calculator(parent)
     start = time.perf_counter()
     relax = BFGS(work, maxstep=maxstep, logfile=None) if optimizer == "BFGS" else GPMin(work, logfile=None)
     converged = relax.run(fmax=fmax, steps=max_steps)

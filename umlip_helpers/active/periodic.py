@@ -605,10 +605,9 @@ def compare_production(
         per["done"][name] = int(frames[-1].info["md_step"]) if frames else 0
         features_t[name], features_p[name] = np.vstack(training), np.vstack(production)
     if parent_md:
-        from ..parents import FreshParentCalculator
-        from ase.calculators.calculator import BaseCalculator
+        from ..parents import parent_calculator
 
-        parent_calc = parent if isinstance(parent, BaseCalculator) else FreshParentCalculator(parent)
+        parent_calc = parent_calculator(parent)
         frames, _ = trajectory("parent", parent_calc)
         per["nn"]["parent"] = np.concatenate([nearest_neighbour_distances(f) for f in frames])
 

@@ -107,8 +107,7 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
 
     Returns (frames, parent calls spent), the calls counting the BFGS relaxations that found the minima.
     """
-    from ..data import LabelledFrame
-    from ..parents import emt_parent
+    from ..parents import emt_parent, parent_calculator, parent_label
     from .online import parent_relax
 
     parent_factory = parent_factory or emt_parent
@@ -117,22 +116,15 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
         structures += [adsorbate_slab(metal, facet, adsorbate) for facet in ("111", "100") for adsorbate in ADSORBATES]
         structures += [bulk_vacancy(metal), clean_surface(metal)]
     frames, calls = [], 0
-
-    def label(atoms, parent):
-        work = atoms.copy()
-        work.calc = parent
-        energy, forces = work.get_potential_energy(), work.get_forces(apply_constraint=False)
-        work.calc = None
-        frames.append(LabelledFrame(work, float(energy), forces, None, "pretraining", len(frames)))
-
     for index, atoms in enumerate(structures):
         start = rattle_free_metal(atoms, 0.1, seed=seed + index)
-        label(start, parent_factory())
-        relaxed = parent_relax(start, parent_factory(), fmax=fmax)
+        parent = parent_calculator(parent_factory())  # cached: the relaxation's first and last calls are the labels
+        frames.append(parent_label(parent, start, "pretraining", len(frames)))
+        relaxed = parent_relax(start, parent, fmax=fmax)
         minimum = start.copy()
         minimum.positions = relaxed["positions_angstrom"]
-        label(minimum, parent_factory())
-        calls += relaxed["n_parent_calls"]  # its first call is the start frame's
+        frames.append(parent_label(parent, minimum, "pretraining", len(frames)))
+        calls += relaxed["n_parent_calls"]
     return frames, calls
 
 

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from ..io import provenance, to_jsonable
 from ..models import check_elements, load_calculator
+from ..parents import parent_calculator
 from ..results import Result
 from .phonons import PhononResult, _pretty, phonons
 
@@ -212,14 +213,6 @@ def frequency_agreement(model: PhononResult, reference: PhononResult,
     return float(np.abs(mine - ref).mean()), float((mine[keep] / ref[keep]).mean())
 
 
-def _parent_calculator(parent: "Parent") -> "Calculator":
-    from ase.calculators.calculator import BaseCalculator
-
-    from ..parents import FreshParentCalculator
-
-    return parent if isinstance(parent, BaseCalculator) else FreshParentCalculator(parent)
-
-
 def phonon_finetune(
     atoms: Atoms,
     calc: "Calculator",
@@ -263,7 +256,7 @@ def phonon_finetune(
     check_elements(atoms, calc, where=f"phonon fine-tuning of {atoms.get_chemical_formula()}")
     cells = rattled_supercells(atoms, n_rattled, supercell=supercell, amplitude_angstrom=amplitude_angstrom,
                                seed=seed)
-    parent_calc = _parent_calculator(parent)
+    parent_calc = parent_calculator(parent)
     check_elements(atoms, parent_calc, where=f"parent of {atoms.get_chemical_formula()}")
     phonon_options = dict(supercell=phonon_supercell, displacement=displacement, mesh=mesh, band_points=band_points,
                           progress=progress)
