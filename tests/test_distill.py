@@ -137,6 +137,8 @@ def test_student_training_resumes_to_the_same_weights(tmp_path, kill_training_at
         train_student(data, tmp_path / "killed", callback=kill_training_at(epoch=1, step=1), **options)
     with pytest.raises(Exception, match="resume"):  # refuses to start over a run silently
         train_student(data, tmp_path / "killed", **options)
+    with pytest.raises(Exception, match="another run: train_sha256 differ"):  # nor continues it on other data
+        train_student(data[:3], tmp_path / "killed", resume=True, **options)
     steps = []
     resumed = train_student(data, tmp_path / "killed", resume=True, callback=steps.append, **options)
     assert [s["epoch"] for s in steps] == [1, 1, 2, 2]  # continued in epoch 1, not from scratch

@@ -13,7 +13,7 @@ pytest.importorskip("sevenn")
 pytest.importorskip("peft")
 
 from umlip_helpers.data import DFTDataset, LabelledFrame, shift_for  # noqa: E402
-from umlip_helpers.errors import DataValidationError, UnsupportedElements  # noqa: E402
+from umlip_helpers.errors import DataValidationError, UmlipError, UnsupportedElements  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
@@ -121,6 +121,12 @@ def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny_sev
                  callback=kill_training_at(epoch=1, step=1), **options)
     with pytest.raises(Exception, match="resume"):  # refuses to overwrite a run silently
         finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "b", **options)
+    with pytest.raises(UmlipError, match="another run: train_sha256 differ"):  # nor to continue it on other data
+        finetune(fresh(tiny_sevennet), ymno3_frames[1:3], ymno3_frames[2:3], out=tmp_path / "b", resume=True,
+                 **options)
+    with pytest.raises(UmlipError, match="another run: hyperparameters differ"):
+        finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "b", resume=True,
+                 **{**options, "lr": 0.01})
     steps = []
     report = finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path / "b",
                       resume=True, callback=steps.append, **options)

@@ -407,8 +407,10 @@ def train_student(
     hp = Hyperparameters(strategy="full", epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                          weights=weights)
     torch.manual_seed(seed)
+    run_identity = {"architecture": architecture, "size": size, "train_sha256": data.sha256(),
+                    "val_sha256": val.sha256() if val is not None else None, "hyperparameters": dataclasses.asdict(hp)}
     outcome = train(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
-                    callback=callback)
+                    callback=callback, run_identity=run_identity)
     module.eval()
     eval_set = val if val is not None else data
     prepared_eval = prepared_val if val is not None else prepared_train

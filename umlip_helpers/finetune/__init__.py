@@ -136,7 +136,8 @@ def finetune(
     The base model's energy reference is first aligned to DFT with per-element shifts fitted on the training
     frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`); after training
     the shifts are fitted again for the fine-tuned model (saved with it). The same inputs
-    and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint.
+    and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint, and
+    refuses one written for other data, hyperparameters or base model.
     """
     import torch
 
@@ -189,8 +190,10 @@ def finetune(
     train_samples = make_samples(train_set, prepared_train, shifts, run_device)
     val_samples = make_samples(val_set, prepared_val, shifts, run_device) if val_set else None
     started = time.perf_counter()
+    run_identity = {"base_model": base_info["sha256"] or base_info["name"], "train_sha256": train_set.sha256(),
+                    "val_sha256": val_set.sha256() if val_set else None, "hyperparameters": dataclasses.asdict(hp)}
     outcome = run_training(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
-                    callback=callback)
+                           callback=callback, run_identity=run_identity)
     elapsed = time.perf_counter() - started
 
     weights_path = save_weights(out, module, peft_model, strategy)

@@ -185,11 +185,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    run_identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the parameters of ``module`` that require grad; return the log and the best epoch.
 
-    A checkpoint (trainable weights, optimiser, schedule, early-stopping state, log) is written atomically
-    after every epoch; ``resume=True`` continues from it, giving the same weights as an uninterrupted run.
+    A checkpoint (trainable weights, optimiser, schedule, early-stopping state, log, and ``run_identity``: what
+    defines the run, such as data hashes and hyperparameters) is written atomically after every epoch;
+    ``resume=True`` continues from it, giving the same weights as an uninterrupted run, and refuses a checkpoint
+    whose run identity differs.
     """
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
@@ -203,6 +206,7 @@ def train(
     start_epoch, best_loss, best_epoch, best_state, bad_epochs = 0, float("inf"), -1, None, 0
     if resume and checkpoint.is_file():
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        check_same_run(checkpoint, state.get("run"), run_identity)
         load_trainable_state(module, state["trainable"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
@@ -259,7 +263,7 @@ def train(
         _save_checkpoint(checkpoint, {
             "epoch": epoch, "trainable": trainable_state(module), "optimiser": optimiser.state_dict(),
             "scheduler": scheduler.state_dict(), "best_loss": best_loss, "best_epoch": best_epoch,
-            "best_state": best_state, "bad_epochs": bad_epochs, "log": copy.deepcopy(log),
+            "best_state": best_state, "bad_epochs": bad_epochs, "log": copy.deepcopy(log), "run": run_identity,
         })
         _write_log(out, log)
     bar.close()
@@ -267,6 +271,21 @@ def train(
         load_trainable_state(module, best_state)
     return {"log": log, "best_epoch": best_epoch, "best_loss": best_loss,
             "stopped_early": len(log) < hp.epochs}
+
+
+def check_same_run(checkpoint: Path, saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
+    """Refuse to resume ``checkpoint`` for a run that differs from the one that wrote it."""
+    if current is None or saved == current:
+        return
+    if saved is None:
+        raise UmlipError(f"{checkpoint} records no run identity (written by an older umlip_helpers), so resuming it "
+                         "cannot be checked against this run's data and hyperparameters; choose a new output "
+                         "directory or delete the checkpoint")
+    differ = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
+    raise UmlipError(f"{checkpoint} belongs to another run: {', '.join(differ)} differ (checkpoint "
+                     + "; ".join(f"{key}={saved.get(key)!r}" for key in differ) + ", this run "
+                     + "; ".join(f"{key}={current.get(key)!r}" for key in differ)
+                     + "); choose a new output directory or delete the checkpoint")
 
 
 def align_energies(dataset: DFTDataset, base_predictions: list[dict[str, np.ndarray]]) -> dict[str, float]:
