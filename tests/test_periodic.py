@@ -49,8 +49,10 @@ def workflows(sevennet0, tmp_path_factory):
                            sample_interval_steps=20, temperature_k=SAMPLING_K, out_dir=out / "naive", progress=False)
     periodic = periodic_finetune(au_cell(), sevennet0, parents["periodic"], BUDGET, interval_steps=20,
                                  temperature_k=SAMPLING_K, out_dir=out / "periodic", progress=False)
-    production = compare_production(au_cell(), [naive, periodic], EMT(), temperature_k=PRODUCTION_K, steps=100,
-                                    eval_interval_steps=5, out_dir=out / "production", progress=False)
+    parents["production"] = CountingEMT()
+    production = compare_production(au_cell(), [naive, periodic], parents["production"], temperature_k=PRODUCTION_K,
+                                    steps=100, eval_interval_steps=5, parent_md=True, out_dir=out / "production",
+                                    progress=False)
     return naive, periodic, production, parents, out
 
 
@@ -95,6 +97,20 @@ def test_periodic_at_least_as_accurate_as_naive_in_production(workflows):
     assert production.force_mae_ratio_periodic_over_naive == pytest.approx(forces["periodic"] / forces["naive"])
     assert forces["periodic"] <= forces["naive"], (forces, energy)
     assert abs(energy["periodic"]) <= abs(energy["naive"]), (forces, energy)
+
+
+@pytest.mark.slow
+def test_parent_md_gives_the_reference_neighbour_distances(workflows):
+    _, _, production, parents, _ = workflows
+    # a parent single point at each of the 20 frames of both runs, and a fresh parent at each of the 101 points of
+    # the parent's own MD
+    assert parents["production"].calls == 2 * (100 // 5) + 100 + 1
+    edges = production.nn_distance_bins_angstrom
+    density = production.nn_distance_density["parent"]
+    assert np.sum(density * np.diff(edges)) == pytest.approx(1.0)
+    mean_distance = np.sum(0.5 * (edges[1:] + edges[:-1]) * density * np.diff(edges))
+    lattice = au_cell().cell[0, 0]
+    assert mean_distance == pytest.approx(lattice / np.sqrt(2), abs=0.15)  # fcc nearest neighbours at 600 K
 
 
 @pytest.mark.slow
