@@ -3,14 +3,16 @@ OC20's DFT, the parent's level of theory): SevenNet-0 fine-tuned on EMT frames o
 learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as the parent.
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
-        [--out JSON]
+        [--prior DIR] [--first-parent-call start|prior_minimum] [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them.
-2. Full fine-tuning of SevenNet-0 on them (forces-weighted loss, lr 2e-3), written to ``--prior-dir`` and resumed
-   there; a model already there is reused only if it was trained on exactly these frames (same data hash).
+2. Full fine-tuning of SevenNet-0 on them (forces-weighted loss, lr 2e-3), written to ``--prior-dir``; an
+   interrupted or finished run there is resumed, and one trained on other frames or settings is refused.
+   ``--prior DIR`` skips steps 1 and 2 and uses a model fine-tuned earlier (such as one on your own DFT data).
 3. Per system: the prior's force error at the start before and after fine-tuning, then parent-only BFGS, parent-only
-   GPMin and the online learner with the fine-tuned prior.
+   GPMin and the online learner with the fine-tuned prior, calling the parent first at the start or, with
+   ``--first-parent-call prior_minimum``, at the prior's own minimum.
 
 Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
 """
@@ -35,7 +37,6 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_only, fraction_within,  # noqa: E402
                                           pretraining_frames, prior_force_error)
-from umlip_helpers.data import DFTDataset, random_split  # noqa: E402
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
 from umlip_helpers.finetune.io import load_finetuned, read_manifest  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
@@ -47,17 +48,9 @@ TRAINING = dict(strategy="full", lr=2e-3, seed=0, val_fraction=0.1,
 
 
 def matched_prior(frames: list, prior_dir: Path, epochs: int):
-    """SevenNet-0 fine-tuned on ``frames`` in ``prior_dir`` (trained, resumed, or reused if trained on these frames)."""
-    train, _ = random_split(DFTDataset(frames, name="train"), (1 - TRAINING["val_fraction"], TRAINING["val_fraction"]),
-                            seed=TRAINING["seed"])
-    if (prior_dir / "umlip_model.json").exists():
-        manifest = read_manifest(prior_dir)
-        if manifest["data"]["train"]["sha256"] != train.sha256() or manifest["hyperparameters"]["epochs"] != epochs:
-            raise SystemExit(f"{prior_dir} holds a model trained on other data or epochs; choose another --prior-dir")
-        print(f"reusing the matched prior in {prior_dir}", flush=True)
-    else:
-        finetune("sevennet-0", frames, out=prior_dir, epochs=epochs, device="auto", resume=True, progress=True,
-                 **TRAINING)
+    """SevenNet-0 fine-tuned on ``frames`` in ``prior_dir``: trained, or resumed or finished there (the fine-tuning
+    engine refuses a checkpoint written for other data or hyperparameters)."""
+    finetune("sevennet-0", frames, out=prior_dir, epochs=epochs, device="auto", resume=True, progress=True, **TRAINING)
     return load_finetuned(prior_dir, device="auto"), read_manifest(prior_dir)
 
 
@@ -78,6 +71,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=int, default=1, help="run every n-th system of the full set")
     parser.add_argument("--prior-dir", type=Path, default=ROOT / "runs" / "matched_prior")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--prior", type=Path, default=None,
+                        help="an already fine-tuned model directory to use as the prior (skips steps 1 and 2)")
+    parser.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start")
     parser.add_argument("--fmax", type=float, default=0.03)
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "active_learning_matched_prior.json")
@@ -86,24 +82,30 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax)
-    prior, manifest = matched_prior(frames, args.prior_dir, args.epochs)
+    if args.prior is None:
+        frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax)
+        prior, manifest = matched_prior(frames, args.prior_dir, args.epochs)
+        made = {"n_frames": len(frames), "parent_calls": pretraining_calls,
+                "n_atoms_per_frame": sorted({len(f.atoms) for f in frames})}
+    else:  # the parent calls that made its data are not known here
+        prior, manifest = load_finetuned(args.prior, device="auto"), read_manifest(args.prior)
+        made = {"prior": str(args.prior)}
     base = load_calculator("sevennet-0", device="auto")
     out_path = args.out
     systems = list(benchmark_systems("full"))[::args.every]
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
+                                       first_parent_call=args.first_parent_call,
                                        training={**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]),
                                                  "epochs": args.epochs}),
-              "pretraining": {"n_frames": len(frames), "parent_calls": pretraining_calls,
-                              "n_atoms_per_frame": sorted({len(f.atoms) for f in frames}),
-                              "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
+              "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
               "systems": []}
     reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
     base_rows = {r["system"]: r for r in json.loads(reference.read_text())["systems"]} if reference.exists() else {}
     for name, atoms in systems:
-        row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax)
+        row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax,
+                                        first_parent_call=args.first_parent_call)
         row = {"system": name, "prior_error_base": prior_force_error(atoms, base, emt_parent())[0],
                "prior_error_matched": prior_force_error(atoms, prior, emt_parent())[0], **row,
                "sevennet0_learner_parent_calls": base_rows.get(name, {}).get("active_parent_calls")}

@@ -188,6 +188,8 @@ def test_bad_arguments_are_rejected(sevennet0):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), query="every_step")
     with pytest.raises(ValueError, match="k must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), k=0)
+    with pytest.raises(ValueError, match="first_parent_call"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), first_parent_call="end")
     with pytest.raises(ValueError, match="trusted_prior_residual must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), trusted_prior_residual=-0.25)
     with pytest.raises(ValueError, match="weight must lie"):
@@ -207,10 +209,12 @@ def test_cli_relax_active_writes_json(tmp_path):
     out = tmp_path / "active.json"
     assert main(["relax-active", "--model", "sevennet-0", "--device", "cpu", "--parent", "emt",
                  "--structure", str(structure), "--fmax", "0.05", "--k", "5", "--correction", "secant",
-                 "--json", str(out)]) == 0
+                 "--first-parent-call", "prior_minimum", "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["provenance"]["parameters"]["k"] == 5
     assert record["provenance"]["parameters"]["correction"] == "secant"
+    assert record["provenance"]["parameters"]["first_parent_call"] == "prior_minimum"
+    assert not record["is_parent_call"][0]  # the start was relaxed on the model before the first parent call
     assert record["converged"] and record["final_parent_fmax_ev_per_angstrom"] <= 0.05
     assert record["is_parent_call"][-1] and record["n_parent_calls"] >= 1
 
@@ -281,6 +285,15 @@ def test_any_calculator_serves_as_a_fixed_prior():
     assert exact.n_parent_calls <= baseline["n_parent_calls"] // 2
     # an exact prior agrees with the parent at the start, so it is trusted at once: the start and the verified end
     assert exact.n_parent_calls == 2
+    # relaxing on the prior first saves the start call: an exact prior needs only the verified minimum
+    prior_first = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False, first_parent_call="prior_minimum")
+    assert prior_first.n_parent_calls == 1 and prior_first.converged
+    assert prior_first.is_parent_call.index(True) == len(prior_first.is_parent_call) - 1
+    np.testing.assert_array_equal(prior_first.positions_angstrom[0], slab.positions)
+    start = slab.copy()
+    start.calc = EMT()
+    assert prior_first.energies_ev[0] == pytest.approx(start.get_potential_energy(), abs=1e-9)  # the parent's scale
+    assert prior_first.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     fixed_rules = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False, k_grows_with_trust=False,
                                trusted_prior_residual=None)
     assert fixed_rules.n_parent_calls > exact.n_parent_calls

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", choices=("k_steps", "relax_only", "uncertainty"), default="k_steps")
     p.add_argument("--k", type=int, default=10, help="surrogate steps between parent calls")
     p.add_argument("--correction", choices=("gp", "secant", "anchor", "none"), default="gp")
+    p.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start",
+                   help="call the parent first at the start structure, or at the prior's own minimum")
     p.add_argument("--max-parent-calls", type=int, default=100)
     p.add_argument("--json", default=None, metavar="OUT")
 

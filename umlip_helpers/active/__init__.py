@@ -21,5 +21,6 @@ def cli_relax_active(args) -> dict[str, Any]:
     atoms = read_structure(args.structure)
     calc = load_calculator(args.model, device=args.device, threads=args.threads)
     result = relax_active(atoms, calc, parent=make_parent(args.parent), fmax=args.fmax, query=args.query, k=args.k,
-                          correction=args.correction, max_parent_calls=args.max_parent_calls)
+                          correction=args.correction, first_parent_call=args.first_parent_call,
+                          max_parent_calls=args.max_parent_calls)
     return {"type": type(result).__name__, **result.to_dict()}

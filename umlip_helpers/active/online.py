@@ -27,6 +27,7 @@ Query = Literal["k_steps", "relax_only", "uncertainty"]
 Update = Literal["closed_form", "finetune", "none"]
 Correction = Literal["gp", "secant", "anchor", "none"]
 ParentOptimizer = Literal["BFGS", "GPMin"]
+FirstParentCall = Literal["start", "prior_minimum"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +262,25 @@ class OnlineSurrogate(Calculator):
         self.seconds += time.perf_counter() - start
 
 
+def relax_on_prior(atoms: "Atoms", prior, fmax: float, max_move_angstrom: float, maxstep: float,
+                   max_steps: int) -> list[tuple[float, np.ndarray]]:
+    """BFGS on ``prior`` alone, in place, until its forces are below ``fmax`` or an atom has moved
+    ``max_move_angstrom``; returns (prior energy, positions) at the start and after every step."""
+    from ase.optimize import BFGS
+
+    atoms.calc = prior
+    start = atoms.get_positions()
+    optimizer = BFGS(atoms, maxstep=maxstep, logfile=None)
+    stretch = []
+    while True:
+        forces = atoms.get_forces()
+        stretch.append((float(atoms.get_potential_energy()), atoms.get_positions()))
+        moved = np.linalg.norm(atoms.get_positions() - start, axis=1).max()
+        if np.linalg.norm(forces, axis=1).max() < fmax or moved >= max_move_angstrom or len(stretch) > max_steps:
+            return stretch
+        optimizer.step()
+
+
 def free_atoms(atoms: "Atoms") -> np.ndarray:
     """Mask of the atoms no index constraint (FixAtoms and the like) holds."""
     free = np.ones(len(atoms), dtype=bool)
@@ -356,6 +376,7 @@ def relax_active(
     uphill_tolerance_ev: float = 1e-3,
     k_grows_with_trust: bool = True,
     trusted_prior_residual: float | None = 0.25,
+    first_parent_call: FirstParentCall = "start",
     uncertainty_threshold_ev_per_angstrom: float = 0.05,
     rank: int = 2,
     ridge: float = 1e-2,
@@ -394,10 +415,13 @@ def relax_active(
     radius halved); one whose energy drop the surrogate predicted well doubles it (up to
     ``max_trust_radius_angstrom``). With ``k_grows_with_trust`` ``k`` counts at the initial radius and grows
     with it. If the prior's forces at the start differ from the parent's by at most ``trusted_prior_residual``
-    of their norm (free atoms), the first segment already gets the largest radius. The relaxation ends only at a
-    parent-verified point. ``model`` is a calculator or a model name;
-    ``parent`` an ASE calculator or a per-structure factory (default: EMT). With ``trajectory_json`` the
-    trajectory so far is written (atomically) after every parent call.
+    of their norm (free atoms), the first segment already gets the largest radius. ``first_parent_call``:
+    ``"start"`` (FINETUNA's rule) calls the parent at the start structure; ``"prior_minimum"`` first relaxes on the
+    prior alone (to the surrogate threshold, or until an atom has moved ``max_trust_radius_angstrom``) and calls
+    the parent there, which saves the start call when the prior is matched to the parent (its energies along that
+    first stretch are shifted to the parent's at its end). The relaxation ends only at a parent-verified point.
+    ``model`` is a calculator or a model name; ``parent`` an ASE calculator or a per-structure factory (default:
+    EMT). With ``trajectory_json`` the trajectory so far is written (atomically) after every parent call.
     """
     from ase.optimize import BFGS
     from tqdm.auto import tqdm
@@ -412,6 +436,8 @@ def relax_active(
         raise ValueError(f"k must be at least 1, got {k}")
     if trusted_prior_residual is not None and not trusted_prior_residual > 0:
         raise ValueError(f"trusted_prior_residual must be positive or None, got {trusted_prior_residual}")
+    if first_parent_call not in get_args(FirstParentCall):
+        raise ValueError(f"first_parent_call must be start or prior_minimum, not {first_parent_call!r}")
     if update not in ("auto", *get_args(Update)):
         raise ValueError(f"update must be auto, closed_form, finetune or none, not {update!r}")
     calc = load_calculator(model, device=device) if isinstance(model, (str, Path)) else model
@@ -430,8 +456,8 @@ def relax_active(
     params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
                   trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
                   uphill_tolerance_ev=uphill_tolerance_ev, k_grows_with_trust=k_grows_with_trust,
-                  trusted_prior_residual=trusted_prior_residual, rank=rank, ridge=ridge,
-                  correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
+                  trusted_prior_residual=trusted_prior_residual, first_parent_call=first_parent_call, rank=rank,
+                  ridge=ridge, correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
                   update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
                   uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
                   parent=parent_info(parent))
@@ -461,6 +487,16 @@ def relax_active(
                disable=not progress, leave=False)
     radius = trust_radius_angstrom
     accepted = None  # (frame index, parent energy) of the last accepted parent point
+    start = time.perf_counter()
+    prior_stretch = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, max_trust_radius_angstrom, maxstep,
+                                   max_surrogate_steps) if first_parent_call == "prior_minimum" else []
+    surrogate.seconds += time.perf_counter() - start
+    for energy, positions in prior_stretch:
+        record["energies"].append(energy)
+        record["parent"].append(False)
+        record["positions"].append(positions)
+    state["steps"] = max(len(prior_stretch) - 1, 0)
+    work.calc = surrogate
     while True:
         # parent call at the current point
         if state["calls"] > 0 and committee_size > 1:  # what the surrogate believed here, before seeing the parent
@@ -490,6 +526,10 @@ def relax_active(
             record["err"].append(float(np.linalg.norm((predicted - forces)[free], axis=1).max()))
         state["calls"] += 1
         state["energy"], state["fmax"] = energy, constrained_fmax(work, forces)
+        if state["calls"] == 1 and prior_stretch:  # the prior's energies on the parent's scale
+            shift = energy - prior_stretch[-1][0]
+            record["energies"] = [e + shift for e in record["energies"]]
+            record["energies"].pop(), record["parent"].pop(), record["positions"].pop()  # the parent point replaces it
         record["energies"].append(energy)
         record["parent"].append(True)
         record["positions"].append(work.get_positions())
