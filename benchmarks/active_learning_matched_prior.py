@@ -3,10 +3,11 @@ OC20's DFT, the parent's level of theory): SevenNet-0 fine-tuned on EMT frames o
 learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as the parent.
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
-        [--prior DIR] [--first-parent-call start|prior_minimum] [--out JSON]
+        [--path-frames 0] [--prior DIR] [--first-parent-call start|prior_minimum] [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
-   70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them.
+   70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
+   ``--path-frames N`` adds N points along each relaxation, labels already paid for.
 2. Full fine-tuning of SevenNet-0 on them (forces-weighted loss, lr 2e-3), written to ``--prior-dir``; an
    interrupted or finished run there is resumed, and one trained on other frames or settings is refused.
    ``--prior DIR`` skips steps 1 and 2 and uses a model fine-tuned earlier (such as one on your own DFT data).
@@ -69,7 +70,10 @@ def summarise(rows: list[dict]) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--every", type=int, default=1, help="run every n-th system of the full set")
-    parser.add_argument("--prior-dir", type=Path, default=ROOT / "runs" / "matched_prior")
+    parser.add_argument("--prior-dir", type=Path, default=None,
+                        help="where the prior is trained (default runs/matched_prior, + _path<N> with --path-frames)")
+    parser.add_argument("--path-frames", type=int, default=0,
+                        help="also train on this many points along each pretraining relaxation (no extra parent call)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--prior", type=Path, default=None,
                         help="an already fine-tuned model directory to use as the prior (skips steps 1 and 2)")
@@ -83,8 +87,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.prior is None:
-        frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax)
-        prior, manifest = matched_prior(frames, args.prior_dir, args.epochs)
+        frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax, path_frames=args.path_frames)
+        prior_dir = args.prior_dir or ROOT / "runs" / ("matched_prior" + (f"_path{args.path_frames}"
+                                                                            if args.path_frames else ""))
+        prior, manifest = matched_prior(frames, prior_dir, args.epochs)
         made = {"n_frames": len(frames), "parent_calls": pretraining_calls,
                 "n_atoms_per_frame": sorted({len(f.atoms) for f in frames})}
     else:  # the parent calls that made its data are not known here
@@ -94,6 +100,7 @@ def main(argv=None) -> dict:
     out_path = args.out
     systems = list(benchmark_systems("full"))[::args.every]
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
+                                       path_frames=args.path_frames,
                                        first_parent_call=args.first_parent_call,
                                        training={**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]),
                                                  "epochs": args.epochs}),

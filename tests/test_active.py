@@ -336,10 +336,10 @@ def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_
             evaluations.append(1)
             super().calculate(*args, **kwargs)
 
-    frames, calls = pretraining_frames(CountingEMT)
-    assert len(evaluations) == calls  # the labels are the relaxations' own first and last parent calls
-    assert len(frames) == 140
-    starts, minima = frames[0::2], frames[1::2]
+    frames, calls = pretraining_frames(CountingEMT, path_frames=2)
+    assert len(evaluations) == calls  # the labels are the relaxations' own parent calls
+    assert len(frames) == 70 * 4  # every relaxation here takes more than 4 parent calls
+    starts, minima = frames[0::4], frames[3::4]
     for frame in frames:
         check = frame.atoms.copy()
         check.calc = EMT()
@@ -351,3 +351,6 @@ def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_
     assert not sizes & {len(f.atoms) for f in frames}  # small cells only: no benchmark system is seen in pretraining
     relaxations = [parent_relax(f.atoms, emt_parent(), fmax=0.03)["n_parent_calls"] for f in starts]
     assert calls == sum(relaxations) > len(starts)
+    for start, first, second, minimum in zip(*[frames[i::4] for i in range(4)]):  # the path runs downhill
+        assert start.energy_ev > first.energy_ev > second.energy_ev > minimum.energy_ev
+    assert len(pretraining_frames(path_frames=0)[0]) == 140

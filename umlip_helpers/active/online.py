@@ -601,10 +601,11 @@ def relax_active(
 
 
 def parent_relax(atoms: "Atoms", parent: Parent, fmax: float = 0.03, optimizer: ParentOptimizer = "BFGS",
-                 maxstep: float = 0.2, max_steps: int = 1000) -> dict[str, Any]:
+                 maxstep: float = 0.2, max_steps: int = 1000, keep_path: bool = False) -> dict[str, Any]:
     """A baseline on the parent alone: ASE's BFGS (``maxstep``), or ASE's GPMin (a Gaussian process on the parent's
     energies and forces, with its default hyperparameters and no other prior). Returns parent calls, final energy
-    and fmax, and seconds."""
+    and fmax, and seconds; with ``keep_path`` also ``path``, the (positions, energy, forces) the optimiser reported
+    at the start and after every step, all of them parent results it had already computed."""
     from ase.optimize import BFGS, GPMin
 
     from ..parents import parent_calculator
@@ -615,9 +616,14 @@ def parent_relax(atoms: "Atoms", parent: Parent, fmax: float = 0.03, optimizer: 
     work.calc = parent_calculator(parent)
     start = time.perf_counter()
     relax = BFGS(work, maxstep=maxstep, logfile=None) if optimizer == "BFGS" else GPMin(work, logfile=None)
+    path = []
+    if keep_path:
+        relax.attach(lambda: path.append((work.get_positions(), float(work.get_potential_energy()),
+                                          work.get_forces(apply_constraint=False).copy())))
     converged = relax.run(fmax=fmax, steps=max_steps)
     calls = relax.nsteps + 1 if optimizer == "BFGS" else relax.function_calls  # GPMin may re-evaluate within a step
     return {"n_parent_calls": calls, "converged": bool(converged),
             "final_energy_ev": float(work.get_potential_energy()),
             "final_fmax_ev_per_angstrom": constrained_fmax(work, work.get_forces(apply_constraint=False)),
-            "seconds": time.perf_counter() - start, "positions_angstrom": work.get_positions()}
+            "seconds": time.perf_counter() - start, "positions_angstrom": work.get_positions(),
+            **({"path": path} if keep_path else {})}

@@ -99,15 +99,21 @@ def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
             yield f"{metal}(100) clean", start(clean_surface(metal, "100", (3, 3, 4), 2))
 
 
-def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000) -> tuple[list, int]:
+def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000,
+                       path_frames: int = 0) -> tuple[list, int]:
     """Parent-labelled frames for a prior matched to the parent's level of theory, as FINETUNA's prior was trained
     on OC20's DFT: every adsorbate on both facets of every metal on small 2×2×3 slabs, plus 15-atom vacancy cells
     and 2×2×4 (111) surfaces (70 structures, none of them a "full" benchmark system). Each is rattled
-    (:func:`rattle_free_metal`, 0.1 Å, its own seed) and labelled at its start and at its parent-only BFGS minimum.
+    (:func:`rattle_free_metal`, 0.1 Å, its own seed) and labelled at its start and at its parent-only BFGS minimum,
+    plus ``path_frames`` points evenly spaced along the relaxation between them (labels the relaxation computed
+    anyway, so they cost no parent call).
 
     Returns (frames, parent calls spent), the calls counting the BFGS relaxations that found the minima.
     """
-    from ..parents import emt_parent, parent_calculator, parent_label
+    import numpy as np
+
+    from ..data import LabelledFrame
+    from ..parents import emt_parent, parent_calculator
     from .online import parent_relax
 
     parent_factory = parent_factory or emt_parent
@@ -118,12 +124,14 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
     frames, calls = [], 0
     for index, atoms in enumerate(structures):
         start = rattle_free_metal(atoms, 0.1, seed=seed + index)
-        parent = parent_calculator(parent_factory())  # cached: the relaxation's first and last calls are the labels
-        frames.append(parent_label(parent, start, "pretraining", len(frames)))
-        relaxed = parent_relax(start, parent, fmax=fmax)
-        minimum = start.copy()
-        minimum.positions = relaxed["positions_angstrom"]
-        frames.append(parent_label(parent, minimum, "pretraining", len(frames)))
+        relaxed = parent_relax(start, parent_calculator(parent_factory()), fmax=fmax, keep_path=True)
+        path = relaxed["path"]
+        between = np.unique(np.linspace(1, len(path) - 2, path_frames).round().astype(int)) if len(path) > 2 else []
+        for step in [0, *between, len(path) - 1]:
+            positions, energy, forces = path[step]
+            labelled = start.copy()
+            labelled.positions = positions
+            frames.append(LabelledFrame(labelled, energy, forces, None, "pretraining", len(frames)))
         calls += relaxed["n_parent_calls"]
     return frames, calls
 
