@@ -93,17 +93,17 @@ def main(argv=None) -> dict:
         prior, manifest = matched_prior(frames, prior_dir, args.epochs)
         made = {"n_frames": len(frames), "parent_calls": pretraining_calls,
                 "n_atoms_per_frame": sorted({len(f.atoms) for f in frames})}
-    else:  # the parent calls that made its data are not known here
+        training = {**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]), "epochs": args.epochs,
+                    "path_frames": args.path_frames}
+    else:  # its data and the parent calls that made it are known here only by the hashes in its manifest
         prior, manifest = load_finetuned(args.prior, device="auto"), read_manifest(args.prior)
         made = {"prior": str(args.prior)}
+        training = manifest["hyperparameters"]
     base = load_calculator("sevennet-0", device="auto")
     out_path = args.out
     systems = list(benchmark_systems("full"))[::args.every]
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
-                                       path_frames=args.path_frames,
-                                       first_parent_call=args.first_parent_call,
-                                       training={**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]),
-                                                 "epochs": args.epochs}),
+                                       first_parent_call=args.first_parent_call, training=training),
               "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},

@@ -113,7 +113,7 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
     import numpy as np
 
     from ..data import LabelledFrame
-    from ..parents import emt_parent, parent_calculator
+    from ..parents import emt_parent
     from .online import parent_relax
 
     parent_factory = parent_factory or emt_parent
@@ -124,10 +124,10 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
     frames, calls = [], 0
     for index, atoms in enumerate(structures):
         start = rattle_free_metal(atoms, 0.1, seed=seed + index)
-        relaxed = parent_relax(start, parent_calculator(parent_factory()), fmax=fmax, keep_path=True)
+        relaxed = parent_relax(start, parent_factory(), fmax=fmax, keep_path=True)
         path = relaxed["path"]
-        between = np.unique(np.linspace(1, len(path) - 2, path_frames).round().astype(int)) if len(path) > 2 else []
-        for step in [0, *between, len(path) - 1]:
+        between = np.linspace(1, len(path) - 2, path_frames).round().astype(int) if len(path) > 2 else []
+        for step in sorted({0, *between, len(path) - 1}):
             positions, energy, forces = path[step]
             labelled = start.copy()
             labelled.positions = positions
