@@ -201,3 +201,17 @@ def test_trainer_fit_gives_a_loadable_model(sevennet0, tmp_path):
     assert np.isfinite(atoms.get_potential_energy())
     # the base model's energy scale was aligned to EMT's on the labels
     assert abs(atoms.get_potential_energy() - run.parent_energies_ev[-1]) / len(atoms) < 0.05
+
+
+@pytest.mark.slow
+def test_runs_without_out_dir_leave_no_files(sevennet0, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    run = naive_finetune(cu_cell(), sevennet0, EMT(), 2, n_trajectories=1, sample_interval_steps=5, progress=False)
+    production = compare_production(cu_cell(), [run], EMT(), steps=10, eval_interval_steps=5, progress=False)
+    assert production.steps_completed["naive"] == 10
+    assert list(tmp_path.iterdir()) == []
+    probe = cu_cell()
+    probe.calc = run.calculator()  # a readout fit lives in memory
+    assert np.isfinite(probe.get_potential_energy())

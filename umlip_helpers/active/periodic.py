@@ -124,7 +124,7 @@ class ReadoutCalculator(Calculator):
 class _Fitter:
     """Fits the base model to all labels so far, with the chosen method; ``calc`` is the newest model."""
 
-    def __init__(self, base_calc, fit: Fit, fit_options: dict[str, Any], out_dir: Path | None):
+    def __init__(self, base_calc, fit: Fit, fit_options: dict[str, Any], out_dir: Path):
         self.base_calc, self.fit, self.options, self.out_dir = base_calc, fit, dict(fit_options), out_dir
         self.calc = base_calc
         self.model_dir: str | None = None
@@ -148,8 +148,6 @@ class _Fitter:
         self.calc = load_calculator(self.model_dir, device=str(getattr(self.base_calc, "device", "cpu")))
 
     def update(self, all_frames: list["LabelledFrame"], new_frames: list["LabelledFrame"]):
-        import tempfile
-
         from ..data import DFTDataset
         from ..finetune import LossWeights, finetune
         from ..models import load_calculator
@@ -159,8 +157,7 @@ class _Fitter:
             self._readout.add_frames(new_frames)
             self.calc = self._readout
             return self.calc
-        out = (self.out_dir / f"fit_{self.rounds:03d}" if self.out_dir is not None
-               else Path(tempfile.mkdtemp(prefix="umlip-periodic-")))
+        out = self.out_dir / f"fit_{self.rounds:03d}"
         # resume=True: a fit killed before the workflow saved its state continues from its last epoch
         options = {"epochs": 20, "loss_weights": LossWeights(stress_gpa=0.0), "val_fraction": 0.0,
                    "progress": False, "resume": True, **self.options}
@@ -251,6 +248,21 @@ def _check_inputs(budget: int, parent: Parent | None, temperature_k: float) -> N
         raise ValueError(f"temperature_k must be positive, got {temperature_k}")
 
 
+def _run_dir(out_dir: str | Path | None, prefix: str) -> Path:
+    """``out_dir``, or a new temporary directory when it is None (see :func:`_drop_run_dir`)."""
+    import tempfile
+
+    return Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def _drop_run_dir(out: Path, out_dir: str | Path | None, fit: Fit | None = None) -> None:
+    """Remove a temporary run directory once its files are read, unless a trainer fit's model lives there."""
+    import shutil
+
+    if out_dir is None and fit in (None, "readout"):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def _base(model: Any, device: str):
     from ..models import load_calculator
 
@@ -324,8 +336,9 @@ def naive_finetune(
 ) -> SamplingRun:
     """Naive fine-tuning: ``n_trajectories`` Langevin MD runs with the base ``model`` from ``atoms`` (different
     seeds), a parent label every ``sample_interval_steps`` until ``budget`` labels are spent, one fit at the end.
+    Without ``out_dir`` the trajectories go to a temporary directory, removed at the end unless a trainer fit's
+    model (``model_dir``) lives there.
     """
-    import tempfile
 
     from tqdm.auto import tqdm
 
@@ -333,7 +346,7 @@ def naive_finetune(
     if n_trajectories < 1 or budget < n_trajectories:
         raise ValueError(f"need 1 <= n_trajectories <= budget, got n_trajectories={n_trajectories}, budget={budget}")
     base = _base(model, device)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="umlip-naive-"))
+    out = _run_dir(out_dir, "umlip-naive-")
     fitter = _Fitter(base, fit, fit_options or {}, out)
     per_trajectory = [budget // n_trajectories + (k < budget % n_trajectories) for k in range(n_trajectories)]
     labels, origin, seconds, steps = [], [], {"md": 0.0, "parent": 0.0, "fit": 0.0}, 0
@@ -353,6 +366,7 @@ def naive_finetune(
     start = time.perf_counter()
     fitter.update(labels, labels)
     seconds["fit"] += time.perf_counter() - start
+    _drop_run_dir(out, out_dir, fit)
     return _finish("naive", fit, budget, labels, origin, [0] * len(labels), fitter, steps, temperature_k,
                    timestep_fs, seconds, dict(n_trajectories=n_trajectories,
                                               sample_interval_steps=sample_interval_steps, seed=seed), parent)
@@ -381,9 +395,9 @@ def periodic_finetune(
     and that model continues the trajectory (positions and momenta carried over), until ``budget`` labels.
 
     With ``out_dir`` the labels and the MD state are saved after every fit (atomically); ``resume=True``
-    continues an interrupted run from there (readout fits are redone from the saved labels, in seconds).
+    continues an interrupted run from there (readout fits are redone from the saved labels, in seconds). Without
+    it they go to a temporary directory, removed at the end unless a trainer fit's model (``model_dir``) lives there.
     """
-    import tempfile
 
     from ase.io import read
     from tqdm.auto import tqdm
@@ -395,7 +409,7 @@ def periodic_finetune(
         raise ValueError(f"labels_per_interval ({labels_per_interval}) must be >= 1 and divide interval_steps "
                          f"({interval_steps})")
     base = _base(model, device)
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="umlip-periodic-"))
+    out = _run_dir(out_dir, "umlip-periodic-")
     out.mkdir(parents=True, exist_ok=True)
     labels_path, state_path, last_path = out / "labels.extxyz", out / "state.json", out / "last_frame.extxyz"
     settings = dict(budget=budget, interval_steps=interval_steps, labels_per_interval=labels_per_interval,
@@ -437,6 +451,7 @@ def periodic_finetune(
             _write_state_frame(last_path, work)
             atomic_write_json(state_path, {"settings": settings, "origin": origin, "sampled_by_fit": sampled_by,
                                            "steps": steps, "seconds": seconds})
+    _drop_run_dir(out, out_dir, fit)
     return _finish("periodic", fit, budget, labels, origin, sampled_by, fitter, steps, temperature_k, timestep_fs,
                    seconds, dict(interval_steps=interval_steps, labels_per_interval=labels_per_interval, seed=seed),
                    parent)
@@ -542,9 +557,9 @@ def compare_production(
     """Run a production MD (Langevin NVT, ``steps``) with each run's model from ``atoms`` and compare it with the
     parent every ``eval_interval_steps``. ``parent_md=True`` also runs the parent itself (cheap parents only) for
     the reference nearest-neighbour distribution. A run stopped by the MD guard is kept up to that point and
-    counted as an unphysical event.
+    counted as an unphysical event. Without ``out_dir`` the trajectories go to a temporary directory, removed at
+    the end.
     """
-    import tempfile
 
     from ase.io import read
     from tqdm.auto import tqdm
@@ -556,7 +571,7 @@ def compare_production(
         raise ValueError("compare_production needs at least one SamplingRun")
     if steps < eval_interval_steps:
         raise ValueError(f"steps ({steps}) must be at least eval_interval_steps ({eval_interval_steps})")
-    out = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="umlip-production-"))
+    out = _run_dir(out_dir, "umlip-production-")
     elements = sorted(set(atoms.get_chemical_symbols()))
     names = [run.workflow for run in runs]
     if len(set(names)) != len(names):
@@ -624,6 +639,7 @@ def compare_production(
     def mean_of(values):
         return {name: float(np.mean(v)) if len(v) else float("nan") for name, v in values.items()}
 
+    _drop_run_dir(out, out_dir)
     energy, forces = mean_of(per["err_e"]), mean_of(per["err_f"])
     both = "periodic" in names and "naive" in names
     return ProductionComparison(
