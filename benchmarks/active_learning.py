@@ -140,7 +140,8 @@ def main(argv=None) -> dict:
     result = {"profile": args.profile,
               "provenance": provenance(calc, profile=args.profile, fmax=args.fmax, parent="emt",
                                        correction=args.correction,
-                                       baselines="ase BFGS maxstep 0.2 on the parent; ase GPMin defaults on the parent")}
+                                       baselines="ase BFGS maxstep 0.2 on the parent; "
+                                                 "ase GPMin defaults on the parent")}
 
     def save_partial(rows, correlations):
         result.update(summary=summarise(rows, correlations), systems=rows, complete=False)

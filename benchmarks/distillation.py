@@ -65,7 +65,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distillation.json"))
-    parser.add_argument("--workdir", default=None, help="where the teacher and students are written (default: temporary)")
+    parser.add_argument("--workdir", default=None,
+                        help="where the teacher and students are written (default: temporary)")
     args = parser.parse_args(argv)
 
     import torch
@@ -157,7 +158,8 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(args.out, result)
     for o in options:
-        print(f"{o['architecture']:9s} {o['n_parameters']:6d} params: force MAE {o['force_mae_vs_dft_ev_per_angstrom']:.4f}"
+        print(f"{o['architecture']:9s} {o['n_parameters']:6d} params: "
+              f"force MAE {o['force_mae_vs_dft_ev_per_angstrom']:.4f}"
               f" eV/Å (teacher {teacher_force:.4f}, ratio {o['force_mae_ratio_student_to_teacher']:.2f}), "
               f"MD {o['md_speedup_over_teacher']['unit_cell']:.1f}x faster than the teacher")
     print(f"chosen: {chosen['architecture']}; wrote {args.out}")

@@ -206,7 +206,8 @@ def torch_sim_batched(n_cells: int, repeats: int) -> dict:
     energy_error = np.abs(np.array([r[0] for r in reference]) - result["energy"].numpy()).max()
     force_error = np.abs(np.concatenate([r[1] for r in reference]) - result["forces"].numpy()).max()
     return {"model": "sevennet-0", "device": "cpu", "threads": 1, "n_cells": n_cells,
-            "atoms_per_cell": len(cells[0]), "repeats": repeats, "torch_sim_version": importlib.metadata.version("torch-sim-atomistic"),
+            "atoms_per_cell": len(cells[0]), "repeats": repeats,
+            "torch_sim_version": importlib.metadata.version("torch-sim-atomistic"),
             "loop_cpu_s": float(np.median(loop_s[:, 1])), "batched_cpu_s": float(np.median(batched_s[:, 1])),
             "speedup_batched_over_loop_cpu": float(np.median(speedup[:, 1])),
             "speedup_batched_over_loop_wall": float(np.median(speedup[:, 0])),
@@ -267,7 +268,8 @@ def main() -> None:
                   f"{1000 * row['outside_forces_run_md_cpu_s']:.0f} ms vs {1000 * row['outside_forces_bare_cpu_s']:.0f}"
                   f" ms bare). Plain ratios: median of {row['pairs']} pairs {row['ratio_paired_cpu_median']:.3f} "
                   f"CPU (quartiles {row['ratio_quartiles_cpu'][0]:.3f}-{row['ratio_quartiles_cpu'][1]:.3f}), "
-                  f"fastest wall {row['ratio_min_wall']:.3f}; bare/bare control {row['control_bare_over_bare_cpu']:.3f}")
+                  f"fastest wall {row['ratio_min_wall']:.3f}; "
+                  f"bare/bare control {row['control_bare_over_bare_cpu']:.3f}")
     for rate in rates:
         if "atom_steps_per_s" in rate:
             print(f"{rate['model']} {rate['threads']} thread(s): {rate['atom_steps_per_s']:.1f} atom-steps/s "

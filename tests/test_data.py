@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from ase.io import read, write
+from ase.io import write
 from ase.units import GPa
 
 from umlip_helpers.data import (DFTDataset, block_split, check_frames, fit_energy_shifts, random_split,
@@ -89,7 +89,8 @@ def test_nan_positions(tmp_path, ymno3_frames):
     frames = ymno3_frames.to_atoms_list()[:2]
     frames[1].positions[7, 2] = np.nan
     path = _write_frames(tmp_path / "nan.xyz", frames)
-    with pytest.raises(DataValidationError, match=r"nan.xyz: frame 1: positions: non-finite coordinates for atom\(s\) \[7\]"):
+    with pytest.raises(DataValidationError,
+                       match=r"nan.xyz: frame 1: positions: non-finite coordinates for atom\(s\) \[7\]"):
         read_dataset(path)
 
 

@@ -135,7 +135,7 @@ def test_resume_after_a_real_kill(tmp_path):
     killed_at = read(traj, -1).info["md_step"]
     total = killed_at + 10
     resumed = run_md(copper(), EMT(), steps=total, out_dir=tmp_path / "killed", resume=True, **kwargs)
-    full = run_md(copper(), EMT(), steps=total, out_dir=tmp_path / "full", **kwargs)
+    run_md(copper(), EMT(), steps=total, out_dir=tmp_path / "full", **kwargs)
     a, b = frames_of(tmp_path / "full"), frames_of(tmp_path / "killed")
     assert resumed.resumed_from_step == killed_at
     assert [f.info["md_step"] for f in b] == [f.info["md_step"] for f in a] == list(range(0, total + 1, 2))

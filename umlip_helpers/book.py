@@ -126,7 +126,8 @@ def kernel_environment() -> None:
 def fingerprint(root: Path) -> str:
     """sha256 over the package source and the shipped data: what notebooks depend on besides their own code."""
     digest = hashlib.sha256()
-    files = sorted((root / "umlip_helpers").rglob("*.py")) + sorted(p for p in (root / "data").rglob("*") if p.is_file())
+    files = sorted((root / "umlip_helpers").rglob("*.py"))
+    files += sorted(p for p in (root / "data").rglob("*") if p.is_file())
     for path in files:
         digest.update(str(path.relative_to(root)).encode())
         digest.update(path.read_bytes())
@@ -397,7 +398,8 @@ def _record_cells(record: dict) -> list[tuple[str, str]]:
 def benchmark_tables(root: str | Path) -> list[BenchmarkTable]:
     """One table per benchmark: every ``benchmarks/*.py`` (missing result: "not yet run") and every
     ``benchmarks/results/*.json``. Scalars (nested keys joined by dots) go in one table; each list of records,
-    or dict of records keyed by name, gets its own table (see ``_record_cells``). ``provenance`` is summarised in a note."""
+    or dict of records keyed by name, gets its own table (see ``_record_cells``). ``provenance`` is summarised in a
+    note."""
     root = Path(root)
     names = {p.stem for p in (root / "benchmarks").glob("*.py")}
     names |= {p.stem for p in (root / "benchmarks" / "results").glob("*.json")}

@@ -210,7 +210,8 @@ def read_dataset(
         raise DataValidationError([(str(path), None, "file", "does not exist")])
     fmt = format or detect_format(path)
     images = _read_images(path, fmt, allow_truncated, max_frames)
-    if fmt == "vasp-out" and images and "General timing and accounting" not in path.read_text(errors="replace")[-20000:]:
+    finished = fmt != "vasp-out" or "General timing and accounting" in path.read_text(errors="replace")[-20000:]
+    if images and not finished:
         warnings.warn(f"{path}: VASP did not finish this run (no timing block at the end); "
                       f"{len(images)} complete ionic step(s) were read", stacklevel=2)
     scale = {"ev/a3": 1.0, "kbar": 0.1 * GPa, "gpa": GPa}[stress_unit]
@@ -278,7 +279,8 @@ def validate_frames(dataset: Iterable[LabelledFrame], require: Sequence[Field] =
         elif forces.shape != (n, 3):
             bad("forces", f"shape {forces.shape}, expected ({n}, 3)")
         elif not np.isfinite(forces).all():
-            bad("forces", f"non-finite values for atom(s) {np.unique(np.nonzero(~np.isfinite(forces))[0])[:10].tolist()}")
+            atoms_bad = np.unique(np.nonzero(~np.isfinite(forces))[0])[:10].tolist()
+            bad("forces", f"non-finite values for atom(s) {atoms_bad}")
 
         stress = frame.stress_ev_per_angstrom3
         if stress is None:

@@ -357,7 +357,7 @@ def train_student(
     import torch
 
     from .finetune.adapters import adapter_for
-    from .finetune.trainer import (CHECKPOINT_NAME, Hyperparameters, LossWeights, errors, make_samples,
+    from .finetune.trainer import (Hyperparameters, LossWeights, errors, make_samples,
                                    predict_all, prepare_samples, train)
 
     if architecture not in ARCHITECTURES:
@@ -535,7 +535,8 @@ class DistillationResult(Result):
     provenance: dict
 
     summary_fields: ClassVar[tuple[str, ...]] = (
-        "architecture", "teacher", "n_configurations", "student_parameters", "student_force_mae_vs_teacher_ev_per_angstrom",
+        "architecture", "teacher", "n_configurations", "student_parameters",
+        "student_force_mae_vs_teacher_ev_per_angstrom",
         "teacher_force_mae_vs_parent_ev_per_angstrom", "student_force_mae_vs_parent_ev_per_angstrom",
         "force_mae_ratio_student_to_teacher", "md_ms_per_step_teacher", "md_ms_per_step_student",
         "md_speedup_student_over_teacher")

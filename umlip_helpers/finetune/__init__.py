@@ -208,7 +208,8 @@ def finetune(
     after = errors(eval_set, tuned_eval, tuned_shifts)
     lora = None
     if strategy == "lora":
-        lora = {"r": hp.lora_rank or adapter.lora_rank, "lora_alpha": lora_alpha, "target_modules": adapter.lora_targets}
+        lora = {"r": hp.lora_rank or adapter.lora_rank, "lora_alpha": lora_alpha,
+                "target_modules": adapter.lora_targets}
     log = outcome["log"]
     report = FinetuneReport(
         out_dir=str(out), strategy=strategy, base_model=str(base_info["name"]), n_train_frames=len(train_set),

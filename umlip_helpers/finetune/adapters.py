@@ -93,7 +93,8 @@ class CHGNetAdapter(FamilyAdapter):
     family = "chgnet"
     # the atom-update MLPs of every atom conv layer, the bond-update outputs and the readout MLP:
     # 4.3% of CHGNet 0.3.0 at r=4 (r=8 on all linears would be 15.7%)
-    lora_targets = r".*(atom_conv_layers\.\d+\.(twoBody_atom\.mlp_(core|gate)|mlp_out)|bond_conv_layers\.\d+\.mlp_out|mlp)\.layers\.\d+"
+    lora_targets = (r".*(atom_conv_layers\.\d+\.(twoBody_atom\.mlp_(core|gate)|mlp_out)|bond_conv_layers\.\d+\.mlp_out"
+                    r"|mlp)\.layers\.\d+")
     lora_rank = 4
 
 

@@ -131,7 +131,8 @@ def apply_saved_weights(module: torch.nn.Module, adapter: FamilyAdapter, out: Pa
 
         lora = lora or {}
         extra = {k[len(EXTRA_PREFIX):]: tensors.pop(k) for k in list(tensors) if k.startswith(EXTRA_PREFIX)}
-        peft_model = peft.get_peft_model(module, lora_config_for(module, adapter, lora.get("r"), lora.get("lora_alpha")))
+        config = lora_config_for(module, adapter, lora.get("r"), lora.get("lora_alpha"))
+        peft_model = peft.get_peft_model(module, config)
         if extra:
             load_trainable_state(module, {k: v.to(next(module.parameters()).device) for k, v in extra.items()})
         result = set_peft_model_state_dict(peft_model, tensors)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from .base import ModelFamily, pickle_mentions
+
+if TYPE_CHECKING:
+    import torch
 
 TaskName = Literal["omat", "omol", "oc20", "odac", "omc"]
 Dtype = Literal["float32", "float64"]

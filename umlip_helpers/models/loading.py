@@ -128,7 +128,7 @@ def load_calculator(
 
         return load_finetuned(path, device=device, **options)
 
-    if looks_like_path and not text.lower() in MODELS:
+    if looks_like_path and text.lower() not in MODELS:
         if not path.exists():
             raise ModelUnavailable(f"checkpoint {path} does not exist")
         if path.is_dir():

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from .base import ModelFamily, pickle_mentions
+
+if TYPE_CHECKING:
+    import torch
 
 Dtype = Literal["float32", "float64"]
 #: Per-interaction readout blocks giving the per-atom energy (head-only fine-tuning trains these).

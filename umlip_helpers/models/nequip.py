@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from .base import ModelFamily, preserve_global_state
+
+if TYPE_CHECKING:
+    import torch
 
 Architecture = Literal["nequip", "allegro"]
 PACKAGE_SUFFIX = ".nequip.zip"

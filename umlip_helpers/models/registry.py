@@ -109,10 +109,10 @@ for _spec in (
     ModelSpec("allegro-fm", "nequip", "Allegro-FM", "OMat24 + sAlex + MPtrj (PBE)", "MIT",
               "Nomura et al., arXiv:2502.06073 (2025)", "10.48550/arXiv.2502.06073",
               weights_file="allegro-fm.nequip.zip",
-              how_to_get=("Package Allegro-FM for nequip 0.19 (`nequip-package`, which writes a .nequip.zip) and save it "
-                          "as allegro-fm.nequip.zip in $UMLIP_MODEL_DIR or ~/.cache/umlip/models/. Deployed files made "
-                          "with nequip 0.6 do not load in nequip 0.19. Any packaged NequIP or Allegro model (for "
-                          "example one from nequip.net) loads by its path.")),
+              how_to_get=("Package Allegro-FM for nequip 0.19 (`nequip-package`, which writes a .nequip.zip) and "
+                          "save it as allegro-fm.nequip.zip in $UMLIP_MODEL_DIR or ~/.cache/umlip/models/. Deployed "
+                          "files made with nequip 0.6 do not load in nequip 0.19. Any packaged NequIP or Allegro model "
+                          "(for example one from nequip.net) loads by its path.")),
     ModelSpec("emt", "emt", "ase " + "EMT", "fitted to experiment (Jacobsen, Stoltze, Norskov 1996)", "LGPL-2.1 (ASE)",
               "Jacobsen, Stoltze, Norskov, Surf. Sci. 366, 394 (1996)", "10.1016/0039-6028(96)00816-3"),
 ):

@@ -6,9 +6,12 @@ import contextlib
 import io
 import zipfile
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from .base import ModelFamily, pickle_mentions
+
+if TYPE_CHECKING:
+    import torch
 
 #: PET per-target readouts, as named in both the metatrain model and its TorchScript export.
 HEAD_MODULES = ("backend.node_heads", "backend.edge_heads", "backend.node_last_layers", "backend.edge_last_layers")
