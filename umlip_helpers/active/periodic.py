@@ -339,7 +339,6 @@ def naive_finetune(
     Without ``out_dir`` the trajectories go to a temporary directory, removed at the end unless a trainer fit's
     model (``model_dir``) lives there.
     """
-
     from tqdm.auto import tqdm
 
     _check_inputs(budget, parent, temperature_k)
@@ -398,7 +397,6 @@ def periodic_finetune(
     continues an interrupted run from there (readout fits are redone from the saved labels, in seconds). Without
     it they go to a temporary directory, removed at the end unless a trainer fit's model (``model_dir``) lives there.
     """
-
     from ase.io import read
     from tqdm.auto import tqdm
 
@@ -560,7 +558,6 @@ def compare_production(
     counted as an unphysical event. Without ``out_dir`` the trajectories go to a temporary directory, removed at
     the end.
     """
-
     from ase.io import read
     from tqdm.auto import tqdm
 
