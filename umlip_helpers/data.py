@@ -210,8 +210,8 @@ def read_dataset(
         raise DataValidationError([(str(path), None, "file", "does not exist")])
     fmt = format or detect_format(path)
     images = _read_images(path, fmt, allow_truncated, max_frames)
-    finished = fmt != "vasp-out" or "General timing and accounting" in path.read_text(errors="replace")[-20000:]
-    if images and not finished:
+    if fmt == "vasp-out" and images and \
+            "General timing and accounting" not in path.read_text(errors="replace")[-20000:]:
         warnings.warn(f"{path}: VASP did not finish this run (no timing block at the end); "
                       f"{len(images)} complete ionic step(s) were read", stacklevel=2)
     scale = {"ev/a3": 1.0, "kbar": 0.1 * GPa, "gpa": GPa}[stress_unit]
