@@ -215,3 +215,30 @@ def test_runs_without_out_dir_leave_no_files(sevennet0, tmp_path, monkeypatch):
     probe = cu_cell()
     probe.calc = run.calculator()  # a readout fit lives in memory
     assert np.isfinite(probe.get_potential_energy())
+
+
+@pytest.mark.slow
+def test_readout_fit_stress_is_the_strain_derivative_of_its_energy(workflows, sevennet0):
+    """So NPT and cell relaxations run on a readout fit; the stress is the fit's, not the base model's."""
+    _, periodic, _, _, _ = workflows
+    atoms = au_cell()
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = periodic.calculator()
+    stress = atoms.get_stress(voigt=False)
+    strain, volume = 2e-3, atoms.get_volume()
+    numerical = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            energies = []
+            for sign in (1, -1):
+                deformation = np.eye(3)
+                deformation[i, j] += sign * strain
+                strained = atoms.copy()
+                strained.set_cell(atoms.cell[:] @ deformation, scale_atoms=True)
+                strained.calc = atoms.calc
+                energies.append(strained.get_potential_energy())
+            numerical[i, j] = (energies[0] - energies[1]) / (2 * strain * volume)
+    assert np.allclose(stress, numerical, atol=1e-4), (stress, numerical)
+    base = atoms.copy()
+    base.calc = sevennet0
+    assert np.abs(stress - base.get_stress(voigt=False)).max() > 1e-3

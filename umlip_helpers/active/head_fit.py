@@ -65,6 +65,7 @@ class SevenNetReadout:
             if coefficients is not None:
                 self.weight.add_(self.basis @ self.torch.as_tensor(coefficients, dtype=self.weight.dtype,
                                                                     device=self.device))
+        self.calc.reset()  # its cached results came from the old weights
 
     def choose_basis(self, atom_features: np.ndarray, rank: int) -> None:
         """The ``rank`` leading principal directions of per-atom readout inputs (all of θ when rank ≥ width)."""

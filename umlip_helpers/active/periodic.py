@@ -85,7 +85,7 @@ def nearest_neighbour_distances(atoms: "Atoms", cutoff_angstrom: float = 6.0) ->
 class ReadoutCalculator(Calculator):
     """SevenNet with its readout refitted in closed form on parent frames (energy offset per atom included)."""
 
-    implemented_properties = ["energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
     def __init__(self, base_calc, rank: int = 16, ridge: float = 1e-2):
         from .head_fit import readout_for
@@ -117,8 +117,12 @@ class ReadoutCalculator(Calculator):
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        ev = self.readout.evaluate(self.atoms)
-        self.results = {"energy": ev.energy_ev + self.offset_ev_per_atom * len(self.atoms), "forces": ev.forces}
+        refitted = self.atoms.copy()
+        refitted.calc = self.readout.calc  # the readout's own SevenNet, carrying the refitted weights
+        energy = refitted.get_potential_energy() + self.offset_ev_per_atom * len(refitted)
+        self.results = {"energy": energy, "free_energy": energy, "forces": refitted.get_forces()}
+        if "stress" in properties:
+            self.results["stress"] = refitted.get_stress()  # a constant energy per atom adds no stress
 
 
 class _Fitter:
