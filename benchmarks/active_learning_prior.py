@@ -1,15 +1,18 @@
 """How good must the prior be? Online active learning with a fixed prior that moves from the parent itself to
 SevenNet-0: prior = (1 - λ) EMT + λ SevenNet-0, parent EMT, the GP correction as the only learner (update="none").
 
-    python benchmarks/active_learning_prior.py [--every 3] [--lambdas 0 0.1 0.3 1]
+    python benchmarks/active_learning_prior.py [--every 3] [--lambdas 0 0.1 0.3 1] [--rules adaptive ...]
+        [--first-parent-call start|prior_minimum] [--out JSON]
 
 λ = 0 is a perfect prior, so its parent calls are what the querying rules alone cost; λ = 1 is SevenNet-0 with no
 readout refit. Rules: "adaptive" (relax_active's defaults: k grows with the trust radius, and a prior that agrees
 with the parent at the start gets the largest radius at once) for every λ; "before" (k = 10 and trust radius
 0.25 -> 0.5 Å whatever the evidence, the defaults until this benchmark) for λ ≤ 0.3; "long_excursions" (k = 1000,
-trust radius 2 Å) for λ = 0. On every ``every``-th system of the FINETUNA-sized set.
-Writes benchmarks/results/active_learning_prior.json (rewritten after every run): per system and prior the prior's
-force error at the start structure (free atoms), parent calls against parent-only BFGS, and the final energy error.
+trust radius 2 Å) for λ = 0; ``--rules`` keeps only the named ones. ``--first-parent-call prior_minimum`` relaxes on
+the prior alone before the first parent call. On every ``every``-th system of the FINETUNA-sized set.
+Writes ``--out`` (benchmarks/results/active_learning_prior.json; rewritten after every run): per system and prior the
+prior's force error at the start structure (free atoms), parent calls against parent-only BFGS, and the final
+energy error.
 """
 
 from __future__ import annotations
@@ -55,19 +58,24 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--every", type=int, default=3, help="run every n-th system of the full set")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 0.3, 1.0])
+    parser.add_argument("--rules", choices=tuple(RULES), nargs="+", default=list(RULES))
+    parser.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start")
     parser.add_argument("--fmax", type=float, default=0.03)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning_prior.json")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     model = load_calculator("sevennet-0", device="auto")
     systems = list(benchmark_systems("full"))[::args.every]
-    out_path = ROOT / "benchmarks" / "results" / "active_learning_prior.json"
+    out_path = args.out
     baselines = {name: parent_relax(atoms, emt_parent(), fmax=args.fmax) for name, atoms in systems}
-    runs = [(weight, rules) for weight in sorted(args.lambdas) for rules in RULES
+    runs = [(weight, rules) for weight in sorted(args.lambdas) for rules in args.rules
             if rules == "adaptive" or (rules == "before" and weight <= 0.3) or weight == 0]
     result = {"provenance": provenance(model, parent="emt", fmax=args.fmax, every=args.every, update="none",
-                                       correction="gp", rules=RULES, prior="(1 - lambda) EMT + lambda sevennet-0"),
+                                       correction="gp", rules={name: RULES[name] for name in args.rules},
+                                       first_parent_call=args.first_parent_call,
+                                       prior="(1 - lambda) EMT + lambda sevennet-0"),
               "systems": [name for name, _ in systems], "runs": []}
     reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
     if reference.exists():  # the default learner (SevenNet-0, readout refit + GP) on the same systems
@@ -85,7 +93,8 @@ def main(argv=None) -> dict:
             base = baselines[name]
             start = time.perf_counter()
             row = relax_with_mixed_prior(atoms, model, weight, base, fmax=args.fmax,
-                                         max_parent_calls=base["n_parent_calls"], **RULES[rules])
+                                         max_parent_calls=base["n_parent_calls"],
+                                         first_parent_call=args.first_parent_call, **RULES[rules])
             rows.append({"system": name, **row, "wall_seconds": time.perf_counter() - start})
             print(f"lambda {weight:.2f} {rules:15s} {name:14s} prior error "
                   f"{row['prior_force_error_mean_ev_per_angstrom']:.3f} eV/Å  BFGS {base['n_parent_calls']:3d}  "
