@@ -157,6 +157,24 @@ def test_head_trains_only_the_readout_and_full_trains_everything(strategy, tiny_
                                atol=1e-6)
 
 
+def test_a_finetuned_model_can_be_finetuned_again(tiny_sevennet, ymno3_frames, tmp_path):
+    """A model loaded from a fine-tuning directory (all weights frozen for inference) trains again in full, with the
+    family's normalisation constants still frozen."""
+    finetune(fresh(tiny_sevennet), ymno3_frames[:2], None, strategy="head", out=tmp_path / "first", epochs=1,
+             batch_size=2, lr=0.01, progress=False)
+    first = load_calculator(tmp_path / "first", device="cpu")
+    assert not any(p.requires_grad for p in first.model.parameters())
+    before = {k: v.clone() for k, v in first.model.state_dict().items()}
+    report = finetune(first, ymno3_frames[2:4], None, strategy="full", out=tmp_path / "second", epochs=1,
+                      batch_size=2, lr=0.01, progress=False)
+    assert 0.9 < report.trainable_fraction < 1
+    changed = {k for k, v in first.model.state_dict().items() if not torch.equal(v, before[k])}
+    assert {k.split(".")[0] for k in changed} - set(adapter_for(first).head_modules)
+    assert not [k for k in changed if k.endswith("denominator")]
+    np.testing.assert_allclose(predict(load_calculator(tmp_path / "second", device="cpu"), ymno3_frames[4].atoms)[1],
+                               predict(first, ymno3_frames[4].atoms)[1], atol=1e-6)
+
+
 def test_same_inputs_and_seed_give_the_same_model(tiny_sevennet, ymno3_frames, tmp_path):
     from safetensors.torch import load_file
 

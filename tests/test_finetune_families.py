@@ -117,6 +117,22 @@ def test_finetuned_tiny_model_loads_by_path(tiny_model, ymno3_frames, tmp_path):
     assert_equivariant(loaded, ymno3_frames[2].atoms)
 
 
+def test_full_finetuning_trains_a_model_its_calculator_froze(tiny_model, ymno3_frames, tmp_path):
+    """MACE's and fairchem's calculators freeze every weight for inference; strategy="full" trains them all."""
+    path, load_options = tiny_model
+    calc = load_calculator(path, device="cpu", **load_options)
+    module = adapter_for(calc).module(calc)
+    before = {name: p.detach().clone() for name, p in module.named_parameters()}
+    report = finetune(calc, ymno3_frames[:2], None, strategy="full", out=tmp_path / "full", epochs=1, batch_size=1,
+                      lr=0.01, progress=False)
+    assert report.trainable_fraction > 0.9
+    changed = [name for name, p in module.named_parameters() if not torch.equal(p, before[name])]
+    assert len(changed) > 0.9 * len(before)
+    loaded = load_calculator(tmp_path / "full", device="cpu", **load_options)
+    np.testing.assert_allclose(predict(loaded, ymno3_frames[2].atoms)[1], predict(calc, ymno3_frames[2].atoms)[1],
+                               atol=1e-6)
+
+
 def test_allegro_takes_head_and_full_but_refuses_lora_clearly(ymno3_frames, tmp_path):
     pytest.importorskip("allegro")
     path = get_family("nequip").build_tiny(tmp_path / "allegro", ["Y", "Mn", "O"], architecture="allegro")

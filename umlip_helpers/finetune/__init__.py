@@ -169,6 +169,7 @@ def finetune(
                                           f"{_base_descriptor(calc)['name']!r}")
     adapter = adapter_for(calc)
     module = adapter.module(calc)
+    adapter.make_trainable(module)
     run_device = str(getattr(calc, "device", "cpu"))
     base_info = _base_descriptor(calc)
 

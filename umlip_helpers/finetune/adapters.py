@@ -24,6 +24,8 @@ class FamilyAdapter(abc.ABC):
     lora_targets: str
     #: default LoRA rank for this family (chosen to keep the trainable fraction at or below ~5%)
     lora_rank: int = 8
+    #: regex of the parameter names the family keeps frozen in training (normalisation constants)
+    frozen_on_purpose: str | None = None
 
     @property
     def head_modules(self) -> tuple[str, ...]:
@@ -34,6 +36,21 @@ class FamilyAdapter(abc.ABC):
     def module(self, calc: Any) -> torch.nn.Module:
         """The torch module the calculator evaluates (modified in place by training)."""
         return get_family(self.family).torch_module(calc)
+
+    def keep_frozen(self, module: torch.nn.Module) -> str | None:
+        """Regex of the parameter names of ``module`` that training leaves frozen."""
+        return self.frozen_on_purpose
+
+    def make_trainable(self, module: torch.nn.Module) -> None:
+        """Inference wrappers (MACE's calculator, fairchem's predictor, metatomic's export) and
+        :func:`~umlip_helpers.finetune.io.load_finetuned` set ``requires_grad=False`` on every weight. Undo that,
+        except for :meth:`keep_frozen`, when no weight is trainable; a module a strategy was already applied to
+        (LoRA, head) is left as it is."""
+        if any(p.requires_grad for p in module.parameters()):
+            return
+        pattern = self.keep_frozen(module)
+        for name, param in module.named_parameters():
+            param.requires_grad_(pattern is None or re.fullmatch(pattern, name) is None)
 
     @abc.abstractmethod
     def prepare(self, calc: Any, atoms: Atoms) -> Any:
@@ -60,6 +77,7 @@ class E3nnFamilyAdapter(FamilyAdapter):
 
 class SevenNetAdapter(E3nnFamilyAdapter):
     family = "sevennet"
+    frozen_on_purpose = r".*\.denominator"  # each convolution's neighbour-count normalisation
     # the node-update linears of every interaction and the first readout linear: 3.4% of SevenNet-0 at r=4
     # (3.7% with lora_extra below)
     lora_targets = r".*(self_interaction_[12]|reduce_input_to_hidden)\.linear"
@@ -91,6 +109,7 @@ class SevenNetAdapter(E3nnFamilyAdapter):
 
 class CHGNetAdapter(FamilyAdapter):
     family = "chgnet"
+    frozen_on_purpose = r"composition_model\..*"  # the fitted per-element reference energies
     # the atom-update MLPs of every atom conv layer, the bond-update outputs and the readout MLP:
     # 4.3% of CHGNet 0.3.0 at r=4 (r=8 on all linears would be 15.7%)
     lora_targets = (r".*(atom_conv_layers\.\d+\.(twoBody_atom\.mlp_(core|gate)|mlp_out)|bond_conv_layers\.\d+\.mlp_out"
@@ -169,16 +188,6 @@ def _voigt(s: torch.Tensor) -> torch.Tensor:
     return torch.stack([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
-def _unfreeze_if_all_frozen(module: torch.nn.Module, keep_frozen: str | None = None) -> None:
-    """Inference wrappers (fairchem's predictor, metatomic's export) set ``requires_grad=False`` on every weight.
-    Undo that -- except for the weights matching ``keep_frozen``, which the family freezes on purpose -- when no
-    weight is trainable; a module a strategy was already applied to (LoRA, head) is left as it is."""
-    if any(p.requires_grad for p in module.parameters()):
-        return
-    for name, param in module.named_parameters():
-        param.requires_grad_(keep_frozen is None or re.fullmatch(keep_frozen, name) is None)
-
-
 class FairChemAdapter(FamilyAdapter):
     """UMA and other eSCN-MD models (fairchem-core 2.x), uncompiled and with their experts unmerged.
 
@@ -213,10 +222,13 @@ class FairChemAdapter(FamilyAdapter):
         if getattr(backbone, "execution_mode", "general") != "general":
             raise ValueError(f"fairchem: execution_mode={backbone.execution_mode!r} caches weights in fused "
                              "kernels; fine-tuning needs execution_mode='general'")
+        return module
+
+    def keep_frozen(self, module):
+        backbone = module.backbone
         frozen = [name for name, trainable in (("charge_embedding|spin_embedding", backbone.cs_emb_grad),
                                                ("dataset_embedding", backbone.dataset_emb_grad)) if not trainable]
-        _unfreeze_if_all_frozen(module, rf"backbone\.({'|'.join(frozen)})\..*" if frozen else None)
-        return module
+        return rf"backbone\.({'|'.join(frozen)})\..*" if frozen else None
 
     def prepare(self, calc, atoms):
         atoms = atoms.copy()  # the check fills in charge and spin in atoms.info
@@ -263,7 +275,6 @@ class UPETAdapter(FamilyAdapter):
         exported = calc._model  # metatomic's AtomisticModel: it must run this very module, or training is unseen
         if exported.module is not trainable:
             exported.module = trainable
-        _unfreeze_if_all_frozen(trainable)
         return trainable
 
     def prepare(self, calc, atoms):
