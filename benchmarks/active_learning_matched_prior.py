@@ -3,13 +3,17 @@ OC20's DFT, the parent's level of theory): SevenNet-0 fine-tuned on EMT frames o
 learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as the parent.
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
-        [--path-frames 0] [--prior DIR] [--first-parent-call start|prior_minimum] [--out JSON]
+        [--path-frames 0] [--pretraining small|full] [--start-from DIR] [--lr 2e-3] [--prior DIR]
+        [--first-parent-call start|prior_minimum] [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
-   ``--path-frames N`` adds N points along each relaxation, labels already paid for.
-2. Full fine-tuning of SevenNet-0 on them (forces-weighted loss, lr 2e-3), written to ``--prior-dir``; an
-   interrupted or finished run there is resumed, and one trained on other frames or settings is refused.
+   ``--path-frames N`` adds N points along each relaxation, labels already paid for. ``--pretraining full``
+   labels instead the 45 benchmark-sized slabs that are not benchmark systems (the benchmark's slabs with other
+   adsorbates, and (111) surfaces), with ``--path-frames``, plus the 140 small-cell starts and minima.
+2. Full fine-tuning of SevenNet-0 (or of the fine-tuned model in ``--start-from``) on them (forces-weighted loss,
+   ``--lr``), written to ``--prior-dir``; an interrupted or finished run there is resumed, and one trained on other
+   frames or settings is refused.
    ``--prior DIR`` skips steps 1 and 2 and uses a model fine-tuned earlier (such as one on your own DFT data).
 3. Per system: the prior's force error at the start before and after fine-tuning, then parent-only BFGS, parent-only
    GPMin and the online learner with the fine-tuned prior, calling the parent first at the start or, with
@@ -48,11 +52,23 @@ TRAINING = dict(strategy="full", lr=2e-3, seed=0, val_fraction=0.1,
                 loss_weights=LossWeights(energy_per_atom_mev=1e-4, forces_ev_per_angstrom=1.0, stress_gpa=0.0))
 
 
-def matched_prior(frames: list, prior_dir: Path, epochs: int):
-    """SevenNet-0 fine-tuned on ``frames`` in ``prior_dir``: trained, or resumed or finished there (the fine-tuning
-    engine refuses a checkpoint written for other data or hyperparameters)."""
-    finetune("sevennet-0", frames, out=prior_dir, epochs=epochs, device="auto", resume=True, progress=True, **TRAINING)
+def matched_prior(frames: list, prior_dir: Path, epochs: int, start_from: Path | None = None, lr: float = 2e-3):
+    """SevenNet-0 (or the fine-tuned model in ``start_from``) fine-tuned on ``frames`` in ``prior_dir``: trained, or
+    resumed or finished there (the fine-tuning engine refuses a checkpoint written for other data, hyperparameters
+    or starting model)."""
+    model = load_finetuned(start_from, device="auto") if start_from else "sevennet-0"
+    finetune(model, frames, out=prior_dir, epochs=epochs, device="auto", resume=True, progress=True,
+             **{**TRAINING, "lr": lr})
     return load_finetuned(prior_dir, device="auto"), read_manifest(prior_dir)
+
+
+def labelled_pretraining(pretraining: str, path_frames: int, fmax: float) -> tuple[list, int]:
+    """Frames and the parent calls that made them (see the module's docstring, step 1)."""
+    if pretraining == "small":
+        return pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames)
+    full, full_calls = pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames, size="full")
+    small, small_calls = pretraining_frames(emt_parent, fmax=fmax)
+    return full + small, full_calls + small_calls
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -74,7 +90,12 @@ def main(argv=None) -> dict:
                         help="where the prior is trained (default runs/matched_prior, + _path<N> with --path-frames)")
     parser.add_argument("--path-frames", type=int, default=0,
                         help="also train on this many points along each pretraining relaxation (no extra parent call)")
+    parser.add_argument("--pretraining", choices=("small", "full"), default="small",
+                        help="small cells only, or benchmark-sized slabs that are not benchmark systems")
+    parser.add_argument("--start-from", type=Path, default=None,
+                        help="fine-tune this fine-tuned model directory instead of SevenNet-0")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--lr", type=float, default=TRAINING["lr"])
     parser.add_argument("--prior", type=Path, default=None,
                         help="an already fine-tuned model directory to use as the prior (skips steps 1 and 2)")
     parser.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start")
@@ -87,14 +108,19 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.prior is None:
-        frames, pretraining_calls = pretraining_frames(emt_parent, fmax=args.fmax, path_frames=args.path_frames)
+        frames, pretraining_calls = labelled_pretraining(args.pretraining, args.path_frames, args.fmax)
         prior_dir = args.prior_dir or ROOT / "runs" / ("matched_prior" + (f"_path{args.path_frames}"
                                                                             if args.path_frames else ""))
-        prior, manifest = matched_prior(frames, prior_dir, args.epochs)
-        made = {"n_frames": len(frames), "parent_calls": pretraining_calls,
+        prior, manifest = matched_prior(frames, prior_dir, args.epochs, args.start_from, args.lr)
+        made = {"pretraining": args.pretraining, "n_frames": len(frames), "parent_calls": pretraining_calls,
                 "n_atoms_per_frame": sorted({len(f.atoms) for f in frames})}
-        training = {**TRAINING, "loss_weights": vars(TRAINING["loss_weights"]), "epochs": args.epochs,
-                    "path_frames": args.path_frames}
+        training = {**TRAINING, "lr": args.lr, "loss_weights": vars(TRAINING["loss_weights"]), "epochs": args.epochs,
+                    "path_frames": args.path_frames, "pretraining": args.pretraining}
+        if args.start_from:
+            start_manifest = read_manifest(args.start_from)
+            training["start_from"] = {"dir": str(args.start_from), "weights_sha256": start_manifest["weights_sha256"],
+                                      "data": start_manifest["data"],
+                                      "hyperparameters": start_manifest["hyperparameters"]}
     else:  # its data and the parent calls that made it are known here only by the hashes in its manifest
         prior, manifest = load_finetuned(args.prior, device="auto"), read_manifest(args.prior)
         made = {"prior": str(args.prior)}

@@ -14,8 +14,8 @@ from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_activ
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
 from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
-                                          pretraining_frames, prior_force_error, rattle_free_metal,
-                                          relax_with_mixed_prior)
+                                          pretraining_frames, pretraining_structures, prior_force_error,
+                                          rattle_free_metal, relax_with_mixed_prior)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -354,3 +354,17 @@ def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_
     for start, first, second, minimum in zip(*[frames[i::4] for i in range(4)]):  # the path runs downhill
         assert start.energy_ev > first.energy_ev > second.energy_ev > minimum.energy_ev
     assert len(pretraining_frames(path_frames=0)[0]) == 140
+
+
+def test_full_size_pretraining_structures_are_benchmark_sized_but_not_benchmark_systems():
+    def key(atoms):
+        return atoms.get_chemical_formula(), tuple(np.round(atoms.cell.lengths(), 3)), tuple(atoms.pbc)
+
+    benchmark = [atoms for _, atoms in benchmark_systems("full")]
+    structures = pretraining_structures("full")
+    assert len(structures) == 45
+    assert {len(a) for a in structures} <= {len(a) for a in benchmark}
+    assert not {key(a) for a in structures} & {key(a) for a in benchmark}
+    assert len({key(a) for a in structures}) == 45
+    with pytest.raises(ValueError, match="small or full"):
+        pretraining_structures("huge")

@@ -99,14 +99,40 @@ def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
             yield f"{metal}(100) clean", start(clean_surface(metal, "100", (3, 3, 4), 2))
 
 
-def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000,
-                       path_frames: int = 0) -> tuple[list, int]:
+def pretraining_structures(size: Literal["small", "full"] = "small") -> list:
+    """The unrattled structures :func:`pretraining_frames` labels, none of them a "full" benchmark system.
+
+    * "small": every adsorbate on both facets of every metal on 2×2×3 slabs, plus 15-atom vacancy cells and 2×2×4
+      (111) surfaces (70 structures).
+    * "full": the benchmark's own size (3×3×4 slabs, bottom two layers fixed) with the 40 adsorbate-facet-metal
+      combinations the benchmark does not use, plus 3×3×4 (111) surfaces (the benchmark's are (100)): 45
+      structures, the same slabs as the benchmark's with other adsorbates on them, as OC20 holds for FINETUNA's
+      prior.
+    """
+    structures = []
+    if size == "small":
+        for metal in METALS:
+            structures += [adsorbate_slab(metal, facet, adsorbate) for facet in ("111", "100")
+                           for adsorbate in ADSORBATES]
+            structures += [bulk_vacancy(metal), clean_surface(metal)]
+        return structures
+    if size != "full":
+        raise ValueError(f"size must be small or full, not {size!r}")
+    benchmark = {name for name, _ in benchmark_systems("full")}
+    for metal in METALS:
+        structures += [adsorbate_slab(metal, facet, adsorbate, (3, 3, 4), 2) for facet in ("111", "100")
+                       for adsorbate in ADSORBATES if f"{metal}({facet})+{adsorbate}" not in benchmark]
+        structures.append(clean_surface(metal, "111", (3, 3, 4), 2))
+    return structures
+
+
+def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000, path_frames: int = 0,
+                       size: Literal["small", "full"] = "small") -> tuple[list, int]:
     """Parent-labelled frames for a prior matched to the parent's level of theory, as FINETUNA's prior was trained
-    on OC20's DFT: every adsorbate on both facets of every metal on small 2×2×3 slabs, plus 15-atom vacancy cells
-    and 2×2×4 (111) surfaces (70 structures, none of them a "full" benchmark system). Each is rattled
-    (:func:`rattle_free_metal`, 0.1 Å, its own seed) and labelled at its start and at its parent-only BFGS minimum,
-    plus ``path_frames`` points evenly spaced along the relaxation between them (labels the relaxation computed
-    anyway, so they cost no parent call).
+    on OC20's DFT: the :func:`pretraining_structures` of ``size``, each rattled (:func:`rattle_free_metal`, 0.1 Å,
+    its own seed, never the benchmark's) and labelled at its start and at its parent-only BFGS minimum, plus
+    ``path_frames`` points evenly spaced along the relaxation between them (labels the relaxation computed anyway,
+    so they cost no parent call).
 
     Returns (frames, parent calls spent), the calls counting the BFGS relaxations that found the minima.
     """
@@ -117,10 +143,7 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
     from .online import parent_relax
 
     parent_factory = parent_factory or emt_parent
-    structures = []
-    for metal in METALS:
-        structures += [adsorbate_slab(metal, facet, adsorbate) for facet in ("111", "100") for adsorbate in ADSORBATES]
-        structures += [bulk_vacancy(metal), clean_surface(metal)]
+    structures = pretraining_structures(size)
     frames, calls = [], 0
     for index, atoms in enumerate(structures):
         start = rattle_free_metal(atoms, 0.1, seed=seed + index)
