@@ -141,7 +141,11 @@ def main(argv=None) -> dict:
                                         first_parent_call=args.first_parent_call)
         row = {"system": name, "prior_error_base": prior_force_error(atoms, base, emt_parent())[0],
                "prior_error_matched": prior_force_error(atoms, prior, emt_parent())[0], **row,
-               "sevennet0_learner_parent_calls": base_rows.get(name, {}).get("active_parent_calls")}
+               "sevennet0_learner_parent_calls": None}
+        reference_row = base_rows.get(name, {})
+        if reference_row.get("baseline_energy_ev") is not None and \
+                abs(reference_row["baseline_energy_ev"] - row["baseline_energy_ev"]) < 1e-6:  # the same system
+            row["sevennet0_learner_parent_calls"] = reference_row["active_parent_calls"]
         result["systems"].append(row)
         result["summary"] = summarise(result["systems"])
         atomic_write_json(out_path, result)
@@ -150,9 +154,10 @@ def main(argv=None) -> dict:
               f"matched {row['active_parent_calls']:3d} (SevenNet-0 {row['sevennet0_learner_parent_calls']})  "
               f"dE {row['energy_difference_ev']:+.4f}", flush=True)
     if base_rows:
-        same = [base_rows[r["system"]] for r in result["systems"]]
+        same = [base_rows[r["system"]] for r in result["systems"] if r["sevennet0_learner_parent_calls"] is not None]
         result["summary"]["sevennet0_learner_same_systems"] = {
-            "source": reference.name, "active_parent_calls": sum(r["active_parent_calls"] for r in same),
+            "source": reference.name, "n_systems": len(same),
+            "active_parent_calls": sum(r["active_parent_calls"] for r in same),
             "parent_calls_percent_of_bfgs": 100.0 * sum(r["active_parent_calls"] for r in same)
             / sum(r["baseline_parent_calls"] for r in same)}
     result["summary"]["wall_seconds"] = time.perf_counter() - start

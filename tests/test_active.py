@@ -153,6 +153,15 @@ def test_full_benchmark_set_is_finetuna_sized():
         list(benchmark_systems("huge"))
 
 
+@pytest.mark.parametrize("adsorbate, binding", [("CO", "C"), ("OH", "O"), ("O", "O")])
+def test_adsorbates_bind_through_the_right_atom(adsorbate, binding):
+    slab = adsorbate_slab("Cu", "111", adsorbate)
+    metal_top = max(a.position[2] for a in slab if a.symbol == "Cu")
+    lowest = min((a for a in slab if a.symbol != "Cu"), key=lambda a: a.position[2])
+    assert lowest.symbol == binding
+    assert lowest.position[2] - metal_top == pytest.approx(1.8 if len(adsorbate) == 2 else 1.5)
+
+
 def test_rattle_moves_only_free_metal_atoms():
     slab = adsorbate_slab("Pt", "100", "CO", (3, 3, 4), fixed_layers=2)
     moved = rattle_free_metal(slab.copy(), 0.1, seed=0)

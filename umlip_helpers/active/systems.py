@@ -7,23 +7,25 @@ from typing import Any, Iterator, Literal
 
 ADSORBATES = ("H", "O", "C", "N", "CO", "OH")
 METALS = ("Ni", "Cu", "Pt", "Pd", "Al")
+BINDING_ATOM = {"CO": "C", "OH": "O"}  # the atom a molecular adsorbate binds to the surface with
 Profile = Literal["ci", "small", "full", "all"]
 
 
 def adsorbate_slab(metal: str, facet: str, adsorbate: str, size: tuple[int, int, int] = (2, 2, 3),
                    fixed_layers: int = 1):
-    """``adsorbate`` on the fcc/hollow site of an fcc(111)/(100) slab of ``size`` with the bottom layers fixed."""
+    """``adsorbate`` on the fcc/hollow site of an fcc(111)/(100) slab of ``size`` with the bottom layers fixed; CO
+    stands upright on its C, OH on its O."""
     from ase.build import add_adsorbate, fcc100, fcc111, molecule
     from ase.constraints import FixAtoms
 
     build, site = (fcc111, "fcc") if facet == "111" else (fcc100, "hollow")
     slab = build(metal, size, vacuum=6.0)
     if adsorbate in ("CO", "OH"):
-        mol = molecule(adsorbate)
-        if mol[0].position[2] > mol[1].position[2]:  # bind through C (CO) or O (OH)
+        mol = molecule(adsorbate)  # ASE lists O first in both
+        binding = mol.get_chemical_symbols().index(BINDING_ATOM[adsorbate])
+        if mol[binding].position[2] > mol[1 - binding].position[2]:
             mol.positions[:, 2] *= -1
-        mol.translate(-mol[0].position)
-        add_adsorbate(slab, mol, 1.8, site)
+        add_adsorbate(slab, mol, 1.8, site, mol_index=binding)
     else:
         add_adsorbate(slab, adsorbate, 1.5, site)
     layers = size[2]
