@@ -13,7 +13,7 @@ pytest.importorskip("sevenn")
 pytest.importorskip("peft")
 
 from umlip_helpers.data import DFTDataset, LabelledFrame, shift_for  # noqa: E402
-from umlip_helpers.errors import DataValidationError, UmlipError, UnsupportedElements  # noqa: E402
+from umlip_helpers.errors import DataValidationError, ModelUnavailable, UmlipError, UnsupportedElements  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
@@ -171,8 +171,19 @@ def test_a_finetuned_model_can_be_finetuned_again(tiny_sevennet, ymno3_frames, t
     changed = {k for k, v in first.model.state_dict().items() if not torch.equal(v, before[k])}
     assert {k.split(".")[0] for k in changed} - set(adapter_for(first).head_modules)
     assert not [k for k in changed if k.endswith("denominator")]
+    expected = predict(first, ymno3_frames[4].atoms)[1]
     np.testing.assert_allclose(predict(load_calculator(tmp_path / "second", device="cpu"), ymno3_frames[4].atoms)[1],
-                               predict(first, ymno3_frames[4].atoms)[1], atol=1e-6)
+                               expected, atol=1e-6)
+    # the second model needs the first; moved together, the pair still loads
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("first", "second"):
+        (tmp_path / name).rename(moved / name)
+    np.testing.assert_allclose(predict(load_calculator(moved / "second", device="cpu"), ymno3_frames[4].atoms)[1],
+                               expected, atol=1e-6)
+    (moved / "first").rename(tmp_path / "elsewhere")
+    with pytest.raises(ModelUnavailable, match="first"):
+        load_calculator(moved / "second", device="cpu")
 
 
 def test_same_inputs_and_seed_give_the_same_model(tiny_sevennet, ymno3_frames, tmp_path):

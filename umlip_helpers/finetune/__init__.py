@@ -95,13 +95,18 @@ def _as_dataset(data: Any, label: str, require: tuple[str, ...], max_frames: int
     return dataset
 
 
-def _base_descriptor(calc: Any) -> dict[str, Any]:
+def _base_descriptor(calc: Any, out: Path | None = None) -> dict[str, Any]:
+    """How to load ``calc`` again: by name, or by path for a checkpoint file or a fine-tuned directory (then also
+    relative to ``out``, so that a tree of fine-tuned directories can be moved as a whole)."""
     info = dict(getattr(calc, "umlip_info", {}) or {})
     version = str(info.get("version", ""))
     by_path = version == "user checkpoint" or "base_model" in info  # a checkpoint file or a fine-tuned directory
     load = info.get("checkpoint") if by_path else info.get("name")
-    return {"name": info.get("name"), "family": info.get("family"), "version": info.get("version"),
-            "sha256": info.get("sha256"), "load": load}
+    descriptor = {"name": info.get("name"), "family": info.get("family"), "version": info.get("version"),
+                  "sha256": info.get("sha256"), "load": load}
+    if by_path and load and out is not None:
+        descriptor["load_relative"] = os.path.relpath(Path(load).resolve(), Path(out).resolve())
+    return descriptor
 
 
 def finetune(
@@ -171,7 +176,7 @@ def finetune(
     module = adapter.module(calc)
     adapter.make_trainable(module)
     run_device = str(getattr(calc, "device", "cpu"))
-    base_info = _base_descriptor(calc)
+    base_info = _base_descriptor(calc, out)
 
     prepared_train = prepare_samples(adapter, calc, train_set, "train", progress)
     prepared_val = prepare_samples(adapter, calc, val_set, "val", progress) if val_set else None

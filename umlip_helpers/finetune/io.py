@@ -75,12 +75,19 @@ def load_finetuned(directory: str | Path, device: str = "cpu", **options: Any) -
         raise ModelUnavailable(f"{directory}: the manifest names {weights.name}, which is missing")
     if manifest.get("weights_sha256") and sha256_file(weights) != manifest["weights_sha256"]:
         raise ModelUnavailable(f"{weights}: sha256 differs from the manifest's; the file was changed or truncated")
-    base = load_calculator(base_info["load"], device=device, family=base_info.get("family"), **options)
+    load = base_info["load"]
+    if base_info.get("load_relative") and not Path(load).exists():  # a path: a checkpoint or fine-tuned directory
+        moved = (directory / base_info["load_relative"]).resolve()
+        if not moved.exists():
+            raise ModelUnavailable(f"{directory} was fine-tuned from {load}, which is missing (nor is it at {moved}, "
+                                   "where it would be had both moved together); put it back at either place")
+        load = str(moved)  # the sha256 check below still applies
+    base = load_calculator(load, device=device, family=base_info.get("family"), **options)
     expected_sha = base_info.get("sha256")
     actual_sha = getattr(base, "umlip_info", {}).get("sha256")
     if expected_sha and actual_sha and expected_sha != actual_sha:
         raise ModelUnavailable(
-            f"{directory}: the base model {base_info['load']!r} here has sha256 {actual_sha[:12]}..., but the "
+            f"{directory}: the base model {load!r} here has sha256 {actual_sha[:12]}..., but the "
             f"fine-tuning started from {expected_sha[:12]}...; the adapters do not fit these weights"
         )
     if isinstance(base, ShiftedCalculator):  # fine-tuned again: the new shifts were fitted on the raw model
