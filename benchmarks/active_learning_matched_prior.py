@@ -4,7 +4,7 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
         [--path-frames 0] [--pretraining small|full] [--start-from DIR] [--lr 2e-3] [--prior DIR]
-        [--first-parent-call start|prior_minimum] [--out JSON]
+        [--first-parent-call start|prior_minimum] [--min-stiffness K] [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
@@ -100,6 +100,8 @@ def main(argv=None) -> dict:
                         help="an already fine-tuned model directory to use as the prior (skips steps 1 and 2)")
     parser.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start")
     parser.add_argument("--fmax", type=float, default=0.03)
+    parser.add_argument("--min-stiffness", type=float, default=None,
+                        help="bound each segment by parent fmax / this (eV/Å²); see relax_active")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "active_learning_matched_prior.json")
     args = parser.parse_args(argv)
@@ -129,7 +131,8 @@ def main(argv=None) -> dict:
     out_path = args.out
     systems = list(benchmark_systems("full"))[::args.every]
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
-                                       first_parent_call=args.first_parent_call, training=training),
+                                       first_parent_call=args.first_parent_call,
+                                       min_stiffness_ev_per_angstrom2=args.min_stiffness, training=training),
               "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
@@ -138,7 +141,8 @@ def main(argv=None) -> dict:
     base_rows = {r["system"]: r for r in json.loads(reference.read_text())["systems"]} if reference.exists() else {}
     for name, atoms in systems:
         row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax,
-                                        first_parent_call=args.first_parent_call)
+                                        first_parent_call=args.first_parent_call,
+                                        min_stiffness_ev_per_angstrom2=args.min_stiffness)
         row = {"system": name, "prior_error_base": prior_force_error(atoms, base, emt_parent())[0],
                "prior_error_matched": prior_force_error(atoms, prior, emt_parent())[0], **row,
                "sevennet0_learner_parent_calls": None}

@@ -201,8 +201,27 @@ def test_bad_arguments_are_rejected(sevennet0):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), first_parent_call="end")
     with pytest.raises(ValueError, match="trusted_prior_residual must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), trusted_prior_residual=-0.25)
+    with pytest.raises(ValueError, match="min_stiffness_ev_per_angstrom2 must be"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), min_stiffness_ev_per_angstrom2=0.0)
     with pytest.raises(ValueError, match="weight must lie"):
         mixed_prior(sevennet0, 1.5)
+
+
+def test_min_stiffness_bounds_every_surrogate_step_and_still_ends_parent_verified(sevennet0):
+    """A stiffness so large that the harmonic bound is its 0.01 Å floor: no surrogate step (nor a return to the
+    last accepted point after a rejected segment) moves an atom further than two floors; without it they do."""
+    prior = mixed_prior(sevennet0, 0.3)
+
+    def largest_step(result):
+        return np.linalg.norm(np.diff(result.positions_angstrom, axis=0), axis=2).max()
+
+    bounded = relax_active(cu_slab_with_o(), prior, emt_parent(), update="none", progress=False,
+                           min_stiffness_ev_per_angstrom2=1e3)
+    assert bounded.converged and bounded.is_parent_call[-1] and bounded.final_parent_fmax_ev_per_angstrom <= 0.03
+    assert largest_step(bounded) <= 0.02 + 1e-9
+    free = relax_active(cu_slab_with_o(), prior, emt_parent(), update="none", progress=False)
+    assert largest_step(free) > 0.02
+    assert abs(bounded.final_parent_energy_ev - free.final_parent_energy_ev) < 0.02
 
 
 @pytest.mark.slow

@@ -376,6 +376,7 @@ def relax_active(
     uphill_tolerance_ev: float = 1e-3,
     k_grows_with_trust: bool = True,
     trusted_prior_residual: float | None = 0.25,
+    min_stiffness_ev_per_angstrom2: float | None = None,
     first_parent_call: FirstParentCall = "start",
     uncertainty_threshold_ev_per_angstrom: float = 0.05,
     rank: int = 2,
@@ -415,7 +416,10 @@ def relax_active(
     radius halved); one whose energy drop the surrogate predicted well doubles it (up to
     ``max_trust_radius_angstrom``). With ``k_grows_with_trust`` ``k`` counts at the initial radius and grows
     with it. If the prior's forces at the start differ from the parent's by at most ``trusted_prior_residual``
-    of their norm (free atoms), the first segment already gets the largest radius. ``first_parent_call``:
+    of their norm (free atoms), the first segment already gets the largest radius. With
+    ``min_stiffness_ev_per_angstrom2`` (k) no segment reaches further than the harmonic bound
+    ``fmax_parent / k`` (at least 0.01 Å) from its parent point: near convergence a wrong surrogate cannot throw
+    the structure out of the parent's basin. ``first_parent_call``:
     ``"start"`` (FINETUNA's rule) calls the parent at the start structure; ``"prior_minimum"`` first relaxes on the
     prior alone (to the surrogate threshold, or until an atom has moved ``max_trust_radius_angstrom``) and calls
     the parent there, which saves the start call when the prior is matched to the parent (its energies along that
@@ -436,6 +440,9 @@ def relax_active(
         raise ValueError(f"k must be at least 1, got {k}")
     if trusted_prior_residual is not None and not trusted_prior_residual > 0:
         raise ValueError(f"trusted_prior_residual must be positive or None, got {trusted_prior_residual}")
+    if min_stiffness_ev_per_angstrom2 is not None and not min_stiffness_ev_per_angstrom2 > 0:
+        raise ValueError(f"min_stiffness_ev_per_angstrom2 must be positive or None, "
+                         f"got {min_stiffness_ev_per_angstrom2}")
     if first_parent_call not in get_args(FirstParentCall):
         raise ValueError(f"first_parent_call must be start or prior_minimum, not {first_parent_call!r}")
     if update not in ("auto", *get_args(Update)):
@@ -456,7 +463,9 @@ def relax_active(
     params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
                   trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
                   uphill_tolerance_ev=uphill_tolerance_ev, k_grows_with_trust=k_grows_with_trust,
-                  trusted_prior_residual=trusted_prior_residual, first_parent_call=first_parent_call, rank=rank,
+                  trusted_prior_residual=trusted_prior_residual,
+                  min_stiffness_ev_per_angstrom2=min_stiffness_ev_per_angstrom2, first_parent_call=first_parent_call,
+                  rank=rank,
                   ridge=ridge, correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
                   update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
                   uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
@@ -486,7 +495,7 @@ def relax_active(
     bar = tqdm(total=None, desc=f"relax_active {work.get_chemical_formula()}", unit=" parent calls",
                disable=not progress, leave=False)
     radius = trust_radius_angstrom
-    accepted = None  # (frame index, parent energy) of the last accepted parent point
+    accepted = None  # (frame index, parent energy, parent fmax) of the last accepted parent point
     start = time.perf_counter()
     prior_stretch = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, max_trust_radius_angstrom, maxstep,
                                    max_surrogate_steps) if first_parent_call == "prior_minimum" else []
@@ -553,13 +562,16 @@ def relax_active(
                 radius = max(radius / 2, 0.01)
                 work.positions = surrogate.positions[accepted[0]]
                 surrogate.anchor_at(accepted[0])
+                anchor_fmax = accepted[2]
             else:
                 ratio = actual / predicted if predicted < 0 else 1.0
                 radius = min(radius * 2, max_trust_radius_angstrom) if ratio > 0.75 else \
                     max(radius / 2, 0.01) if ratio < 0.25 else radius
-                accepted = (len(surrogate.frames) - 1, energy)
+                accepted = (len(surrogate.frames) - 1, energy, state["fmax"])
+                anchor_fmax = state["fmax"]
         else:
-            accepted = (0, energy)
+            accepted = (0, energy, state["fmax"])
+            anchor_fmax = state["fmax"]
             if trusted_prior_residual is not None:  # the prior already agrees with the parent: trust it further
                 prior = work.copy()
                 prior.calc = calc
@@ -570,7 +582,9 @@ def relax_active(
             result().save_json(trajectory_json)
 
         # surrogate relaxation from the parent point, with a fresh BFGS Hessian
-        optimizer = BFGS(work, maxstep=min(maxstep, radius), logfile=None)
+        reach = radius if min_stiffness_ev_per_angstrom2 is None else \
+            min(radius, max(anchor_fmax / min_stiffness_ev_per_angstrom2, 0.01))
+        optimizer = BFGS(work, maxstep=min(maxstep, reach), logfile=None)
         segment = 0
         while state["steps"] < max_surrogate_steps:
             surrogate_forces = work.get_forces()
@@ -585,7 +599,7 @@ def relax_active(
                 if query == "k_steps" and segment >= (k * radius / trust_radius_angstrom if k_grows_with_trust else k):
                     break
                 moved = np.linalg.norm(work.get_positions() - surrogate.anchor_positions, axis=1).max()
-                if moved >= radius - 1e-9:
+                if moved >= reach - 1e-9:
                     break
                 if query == "uncertainty" and (segment >= k or surrogate.last_uncertainty[0] - spread_at_parent_point
                                                > uncertainty_threshold_ev_per_angstrom):
