@@ -52,7 +52,8 @@ TRAINING = dict(strategy="full", lr=2e-3, seed=0, val_fraction=0.1,
                 loss_weights=LossWeights(energy_per_atom_mev=1e-4, forces_ev_per_angstrom=1.0, stress_gpa=0.0))
 
 
-def matched_prior(frames: list, prior_dir: Path, epochs: int, start_from: Path | None = None, lr: float = 2e-3):
+def matched_prior(frames: list, prior_dir: Path, epochs: int, start_from: Path | None = None,
+                  lr: float = TRAINING["lr"]):
     """SevenNet-0 (or the fine-tuned model in ``start_from``) fine-tuned on ``frames`` in ``prior_dir``: trained, or
     resumed or finished there (the fine-tuning engine refuses a checkpoint written for other data, hyperparameters
     or starting model)."""

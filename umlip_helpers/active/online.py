@@ -562,16 +562,13 @@ def relax_active(
                 radius = max(radius / 2, 0.01)
                 work.positions = surrogate.positions[accepted[0]]
                 surrogate.anchor_at(accepted[0])
-                anchor_fmax = accepted[2]
             else:
                 ratio = actual / predicted if predicted < 0 else 1.0
                 radius = min(radius * 2, max_trust_radius_angstrom) if ratio > 0.75 else \
                     max(radius / 2, 0.01) if ratio < 0.25 else radius
                 accepted = (len(surrogate.frames) - 1, energy, state["fmax"])
-                anchor_fmax = state["fmax"]
         else:
             accepted = (0, energy, state["fmax"])
-            anchor_fmax = state["fmax"]
             if trusted_prior_residual is not None:  # the prior already agrees with the parent: trust it further
                 prior = work.copy()
                 prior.calc = calc
@@ -583,7 +580,7 @@ def relax_active(
 
         # surrogate relaxation from the parent point, with a fresh BFGS Hessian
         reach = radius if min_stiffness_ev_per_angstrom2 is None else \
-            min(radius, max(anchor_fmax / min_stiffness_ev_per_angstrom2, 0.01))
+            min(radius, max(accepted[2] / min_stiffness_ev_per_angstrom2, 0.01))  # from the segment's start point
         optimizer = BFGS(work, maxstep=min(maxstep, reach), logfile=None)
         segment = 0
         while state["steps"] < max_surrogate_steps:
