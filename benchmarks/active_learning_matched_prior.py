@@ -4,7 +4,8 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
         [--path-frames 0] [--pretraining small|full] [--start-from DIR] [--lr 2e-3] [--prior DIR]
-        [--first-parent-call start|prior_minimum] [--min-stiffness K] [--out JSON]
+        [--first-parent-call start|prior_minimum] [--min-stiffness K] [--ridge R] [--systems benchmark|tuning]
+        [--out JSON]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
@@ -17,7 +18,9 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
    ``--prior DIR`` skips steps 1 and 2 and uses a model fine-tuned earlier (such as one on your own DFT data).
 3. Per system: the prior's force error at the start before and after fine-tuning, then parent-only BFGS, parent-only
    GPMin and the online learner with the fine-tuned prior, calling the parent first at the start or, with
-   ``--first-parent-call prior_minimum``, at the prior's own minimum.
+   ``--first-parent-call prior_minimum``, at the prior's own minimum. ``--systems tuning`` runs instead the 45
+   held-out slabs of ``benchmark_systems("tuning")``, on which to choose settings (``--min-stiffness``,
+   ``--ridge``) before running them on the benchmark.
 
 Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
 """
@@ -103,8 +106,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--fmax", type=float, default=0.03)
     parser.add_argument("--min-stiffness", type=float, default=None,
                         help="bound each segment by parent fmax / this (eV/Å²); see relax_active")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "active_learning_matched_prior.json")
+    parser.add_argument("--ridge", type=float, default=None, help="relax_active's readout ridge (default: its own)")
+    parser.add_argument("--systems", choices=("benchmark", "tuning"), default="benchmark",
+                        help="the 30 benchmark systems, or the 45 held-out tuning slabs")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/active_learning_matched_prior[_tuning].json")
     args = parser.parse_args(argv)
     import torch
 
@@ -129,11 +135,13 @@ def main(argv=None) -> dict:
         made = {"prior": str(args.prior)}
         training = manifest["hyperparameters"]
     base = load_calculator("sevennet-0", device="auto")
-    out_path = args.out
-    systems = list(benchmark_systems("full"))[::args.every]
-    result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every,
-                                       first_parent_call=args.first_parent_call,
-                                       min_stiffness_ev_per_angstrom2=args.min_stiffness, training=training),
+    out_path = args.out or ROOT / "benchmarks" / "results" / (
+        "active_learning_matched_prior" + ("_tuning" if args.systems == "tuning" else "") + ".json")
+    systems = list(benchmark_systems("full" if args.systems == "benchmark" else "tuning"))[::args.every]
+    options = {"first_parent_call": args.first_parent_call, "min_stiffness_ev_per_angstrom2": args.min_stiffness,
+               **({"ridge": args.ridge} if args.ridge is not None else {})}
+    result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every, systems=args.systems,
+                                       **options, training=training),
               "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
@@ -141,9 +149,7 @@ def main(argv=None) -> dict:
     reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
     base_rows = {r["system"]: r for r in json.loads(reference.read_text())["systems"]} if reference.exists() else {}
     for name, atoms in systems:
-        row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax,
-                                        first_parent_call=args.first_parent_call,
-                                        min_stiffness_ev_per_angstrom2=args.min_stiffness)
+        row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax, **options)
         row = {"system": name, "prior_error_base": prior_force_error(atoms, base, emt_parent())[0],
                "prior_error_matched": prior_force_error(atoms, prior, emt_parent())[0], **row,
                "sevennet0_learner_parent_calls": None}

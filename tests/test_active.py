@@ -12,7 +12,7 @@ from ase.constraints import FixAtoms
 
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
-from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax
+from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax, free_atoms
 from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
                                           pretraining_frames, pretraining_structures, prior_force_error,
                                           rattle_free_metal, relax_with_mixed_prior)
@@ -396,3 +396,17 @@ def test_full_size_pretraining_structures_are_benchmark_sized_but_not_benchmark_
     assert len({key(a) for a in structures}) == 45
     with pytest.raises(ValueError, match="small or full"):
         pretraining_structures("huge")
+
+
+def test_tuning_systems_are_the_pretraining_slabs_rattled_afresh_and_not_benchmark_systems():
+    tuning = list(benchmark_systems("tuning"))
+    assert len(tuning) == 45 and len({name for name, _ in tuning}) == 45
+    assert not {name for name, _ in tuning} & {name for name, _ in benchmark_systems("full")}
+    pretraining_starts = [rattle_free_metal(a, 0.1, seed=1000 + i)
+                          for i, a in enumerate(pretraining_structures("full"))]
+    for (name, start), structure, pretraining_start in zip(tuning, pretraining_structures("full"), pretraining_starts):
+        assert start.get_chemical_formula() == structure.get_chemical_formula()
+        moved = np.linalg.norm(start.positions - structure.positions, axis=1)
+        free_metal = free_atoms(start) & np.isin(start.get_chemical_symbols(), METALS)
+        assert moved[free_metal].min() > 0 and moved[~free_metal].max() == 0  # only the free metal is rattled
+        assert np.abs(start.positions - pretraining_start.positions).max() > 0.05  # not a start pretraining saw

@@ -8,7 +8,8 @@ from typing import Any, Iterator, Literal
 ADSORBATES = ("H", "O", "C", "N", "CO", "OH")
 METALS = ("Ni", "Cu", "Pt", "Pd", "Al")
 BINDING_ATOM = {"CO": "C", "OH": "O"}  # the atom a molecular adsorbate binds to the surface with
-Profile = Literal["ci", "small", "full", "all"]
+Profile = Literal["ci", "small", "full", "all", "tuning"]
+TUNING_SEED = 5000  # rattle seeds of the tuning set: the benchmark uses 0, pretraining 1000 + index
 
 
 def adsorbate_slab(metal: str, facet: str, adsorbate: str, size: tuple[int, int, int] = (2, 2, 3),
@@ -77,14 +78,22 @@ def benchmark_systems(profile: Profile = "ci") -> Iterator[tuple[str, Any]]:
     * "small": the same 30 systems on 2×2×3 slabs (bottom layer fixed), 15-atom vacancy cells and 2×2×4 (111)
       surfaces (13–16 atoms; parent-only BFGS needs only ~15 steps there).
     * "all": every adsorbate on every facet of every metal at the "full" size (70 systems).
+    * "tuning": the 45 "full"-sized slabs that are not benchmark systems (:func:`other_full_size_slabs`), each
+      rattled with its own seed (``TUNING_SEED`` + index): a held-out set for choosing :func:`relax_active`'s
+      settings without looking at the benchmark. Its structures are the full-size pretraining structures with
+      other rattles, so a prior pretrained on them has seen their minima.
     """
+    if profile == "tuning":
+        for index, (name, atoms) in enumerate(other_full_size_slabs()):
+            yield name, rattle_free_metal(atoms, 0.1, seed=TUNING_SEED + index)
+        return
     if profile == "ci":
         yield "Cu(111)+O", adsorbate_slab("Cu", "111", "O")
         yield "Pt(100)+CO", adsorbate_slab("Pt", "100", "CO")
         yield "Ni vacancy", bulk_vacancy("Ni")
         return
     if profile not in ("small", "full", "all"):
-        raise ValueError(f"profile must be ci, small, full or all, not {profile!r}")
+        raise ValueError(f"profile must be ci, small, full, all or tuning, not {profile!r}")
     small = profile == "small"
     slab_size, fixed = ((2, 2, 3), 1) if small else ((3, 3, 4), 2)
     start = (lambda atoms: atoms) if small else rattle_free_metal
@@ -120,12 +129,20 @@ def pretraining_structures(size: Literal["small", "full"] = "small") -> list:
         return structures
     if size != "full":
         raise ValueError(f"size must be small or full, not {size!r}")
+    return [atoms for _, atoms in other_full_size_slabs()]
+
+
+def other_full_size_slabs() -> list[tuple[str, Any]]:
+    """(name, unrattled Atoms) of the benchmark-sized slabs (3×3×4, bottom two layers fixed) that are not "full"
+    benchmark systems: the 40 adsorbate-facet-metal combinations it does not use, and (111) surfaces."""
     benchmark = {name for name, _ in benchmark_systems("full")}
+    slabs = []
     for metal in METALS:
-        structures += [adsorbate_slab(metal, facet, adsorbate, (3, 3, 4), 2) for facet in ("111", "100")
-                       for adsorbate in ADSORBATES if f"{metal}({facet})+{adsorbate}" not in benchmark]
-        structures.append(clean_surface(metal, "111", (3, 3, 4), 2))
-    return structures
+        slabs += [(f"{metal}({facet})+{adsorbate}", adsorbate_slab(metal, facet, adsorbate, (3, 3, 4), 2))
+                  for facet in ("111", "100") for adsorbate in ADSORBATES
+                  if f"{metal}({facet})+{adsorbate}" not in benchmark]
+        slabs.append((f"{metal}(111) clean", clean_surface(metal, "111", (3, 3, 4), 2)))
+    return slabs
 
 
 def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000, path_frames: int = 0,
