@@ -15,7 +15,7 @@ from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax, free_atoms
 from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
                                           pretraining_frames, pretraining_structures, prior_force_error,
-                                          rattle_free_metal, relax_with_mixed_prior)
+                                          prior_curvature, rattle_free_metal, relax_with_mixed_prior)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -410,3 +410,18 @@ def test_tuning_systems_are_the_pretraining_slabs_rattled_afresh_and_not_benchma
         free_metal = free_atoms(start) & np.isin(start.get_chemical_symbols(), METALS)
         assert moved[free_metal].min() > 0 and moved[~free_metal].max() == 0  # only the free metal is rattled
         assert np.abs(start.positions - pretraining_start.positions).max() > 0.05  # not a start pretraining saw
+
+
+def test_prior_curvature_measures_how_a_stiffer_prior_misses_the_parents_hessian():
+    from ase.calculators.mixing import LinearCombinationCalculator
+
+    slab = adsorbate_slab("Cu", "111", "O")
+    slab.positions = parent_relax(slab, emt_parent())["positions_angstrom"]
+    exact = prior_curvature(slab, EMT(), emt_parent())
+    assert exact["newton_contraction"] < 1e-6 and exact["relative_hessian_error"] < 1e-6
+    stiffer = prior_curvature(slab, LinearCombinationCalculator([EMT()], [1.25]), emt_parent(), n_soft=4)
+    np.testing.assert_allclose(stiffer["prior_over_parent_soft_curvature"], 1.25, rtol=1e-6)
+    assert stiffer["newton_contraction"] == pytest.approx(0.2, rel=1e-6)  # 1 - 1/1.25 of the force is left
+    assert stiffer["relative_hessian_error"] == pytest.approx(0.25, rel=1e-6)
+    softest = stiffer["parent_soft_eigenvalues_ev_per_angstrom2"]
+    assert len(softest) == 4 and softest == sorted(softest) and softest[0] > 0  # a minimum: no negative curvature

@@ -232,6 +232,47 @@ def prior_force_error(atoms, prior, parent) -> tuple[float, float]:
     return float(error.mean()), float(error.max())
 
 
+def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float = 0.005) -> dict:
+    """How well the prior's Hessian matches the parent's at ``atoms`` (free atoms; ASE's finite-difference
+    :class:`~ase.vibrations.Vibrations`, central differences of ``delta_angstrom``).
+
+    Returns the parent's ``n_soft`` softest eigenvalues (eV/Å²), the prior's curvature along each of those modes
+    as a ratio to the parent's, the relative (Frobenius) Hessian error, and ``newton_contraction``: the largest
+    factor by which one step to the minimum of the prior corrected by the parent's force residual (what the online
+    learner takes after a parent call) leaves the parent's force, ``‖I - H_parent H_prior⁻¹‖₂`` in the harmonic
+    picture. Near 0 one parent call per step suffices; near or above 1 the learner needs several calls, or a
+    bounded step, to converge.
+    """
+    import tempfile
+
+    import numpy as np
+    from ase.vibrations import Vibrations
+
+    from .online import free_atoms
+
+    free = np.flatnonzero(free_atoms(atoms))
+
+    def hessian(calc) -> np.ndarray:
+        work = atoms.copy()
+        work.calc = calc
+        with tempfile.TemporaryDirectory() as tmp:
+            vibrations = Vibrations(work, indices=free, delta=delta_angstrom, nfree=2, name=f"{tmp}/vib")
+            vibrations.run()
+            matrix = vibrations.get_vibrations().get_hessian_2d()
+        return 0.5 * (matrix + matrix.T)
+
+    parent_hessian, prior_hessian = hessian(parent), hessian(prior)
+    eigenvalues, modes = np.linalg.eigh(parent_hessian)
+    soft = modes[:, :n_soft]
+    contraction = np.eye(len(eigenvalues)) - parent_hessian @ np.linalg.inv(prior_hessian)
+    return {"parent_soft_eigenvalues_ev_per_angstrom2": eigenvalues[:n_soft].tolist(),
+            "prior_over_parent_soft_curvature": (np.einsum("im,ij,jm->m", soft, prior_hessian, soft)
+                                                 / eigenvalues[:n_soft]).tolist(),
+            "relative_hessian_error": float(np.linalg.norm(prior_hessian - parent_hessian)
+                                            / np.linalg.norm(parent_hessian)),
+            "newton_contraction": float(np.linalg.norm(contraction, 2))}
+
+
 def relax_with_mixed_prior(atoms, model, weight: float, baseline: dict, fmax: float = 0.03, **options) -> dict:
     """One point of the prior-quality sweep: :func:`relax_active` with the fixed prior :func:`mixed_prior` (EMT
     parent, the GP correction the only learner) against a :func:`parent_relax` ``baseline`` from the same start."""
