@@ -13,9 +13,9 @@ from ase.constraints import FixAtoms
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax, free_atoms
-from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, fraction_within, mixed_prior,
-                                          pretraining_frames, pretraining_structures, prior_force_error,
-                                          prior_curvature, rattle_free_metal, relax_with_mixed_prior)
+from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, bulk_vacancy, fraction_within,
+                                          mixed_prior, pretraining_frames, pretraining_structures, prior_curvature,
+                                          prior_force_error, rattle_free_metal, relax_with_mixed_prior)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -425,3 +425,8 @@ def test_prior_curvature_measures_how_a_stiffer_prior_misses_the_parents_hessian
     assert stiffer["relative_hessian_error"] == pytest.approx(0.25, rel=1e-6)
     softest = stiffer["parent_soft_eigenvalues_ev_per_angstrom2"]
     assert len(softest) == 4 and softest == sorted(softest) and softest[0] > 0  # a minimum: no negative curvature
+    vacancy = bulk_vacancy("Cu")  # nothing held: the rigid translations are left out, not divided by
+    vacancy.positions = parent_relax(vacancy, emt_parent())["positions_angstrom"]
+    bulk_stiffer = prior_curvature(vacancy, LinearCombinationCalculator([EMT()], [1.25]), emt_parent())
+    assert bulk_stiffer["newton_contraction"] == pytest.approx(0.2, rel=1e-6)
+    assert bulk_stiffer["parent_soft_eigenvalues_ev_per_angstrom2"][0] > 0.05

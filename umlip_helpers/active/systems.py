@@ -234,14 +234,15 @@ def prior_force_error(atoms, prior, parent) -> tuple[float, float]:
 
 def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float = 0.005) -> dict:
     """How well the prior's Hessian matches the parent's at ``atoms`` (free atoms; ASE's finite-difference
-    :class:`~ase.vibrations.Vibrations`, central differences of ``delta_angstrom``).
+    :class:`~ase.vibrations.Vibrations`, central differences of ``delta_angstrom``; rigid translations are left out
+    where no atom is held).
 
-    Returns the parent's ``n_soft`` softest eigenvalues (eV/Å²), the prior's curvature along each of those modes
-    as a ratio to the parent's, the relative (Frobenius) Hessian error, and ``newton_contraction``: the largest
-    factor by which one step to the minimum of the prior corrected by the parent's force residual (what the online
-    learner takes after a parent call) leaves the parent's force, ``‖I - H_parent H_prior⁻¹‖₂`` in the harmonic
-    picture. Near 0 one parent call per step suffices; near or above 1 the learner needs several calls, or a
-    bounded step, to converge.
+    Returns the parent's ``n_soft`` softest eigenvalues (eV/Å²), the prior's curvature along each of those modes as
+    a ratio to the parent's, the relative (Frobenius) Hessian error, and ``newton_contraction``: the largest factor
+    by which one step to the minimum of the prior corrected by the parent's force residual (what the online learner
+    takes after a parent call) leaves the parent's force, ``‖I - H_parent H_prior⁻¹‖₂`` in the harmonic picture.
+    Near 0 one parent call per step suffices; near or above 1 the learner needs several calls, or a bounded step,
+    to converge.
     """
     import tempfile
 
@@ -262,6 +263,10 @@ def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float
         return 0.5 * (matrix + matrix.T)
 
     parent_hessian, prior_hessian = hessian(parent), hessian(prior)
+    if free.size == len(atoms):  # nothing held: rigid translations cost no energy, so leave them out
+        translations = np.kron(np.ones((free.size, 1)), np.eye(3)) / np.sqrt(free.size)
+        rest = np.linalg.svd(np.eye(3 * free.size) - translations @ translations.T)[0][:, :3 * free.size - 3]
+        parent_hessian, prior_hessian = (rest.T @ h @ rest for h in (parent_hessian, prior_hessian))
     eigenvalues, modes = np.linalg.eigh(parent_hessian)
     soft = modes[:, :n_soft]
     contraction = np.eye(len(eigenvalues)) - parent_hessian @ np.linalg.inv(prior_hessian)
