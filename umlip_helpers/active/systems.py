@@ -248,6 +248,7 @@ def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float
 
     import numpy as np
     from ase.vibrations import Vibrations
+    from scipy.linalg import null_space
 
     from .online import free_atoms
 
@@ -264,8 +265,7 @@ def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float
 
     parent_hessian, prior_hessian = hessian(parent), hessian(prior)
     if free.size == len(atoms):  # nothing held: rigid translations cost no energy, so leave them out
-        translations = np.kron(np.ones((free.size, 1)), np.eye(3)) / np.sqrt(free.size)
-        rest = np.linalg.svd(np.eye(3 * free.size) - translations @ translations.T)[0][:, :3 * free.size - 3]
+        rest = null_space(np.tile(np.eye(3), free.size))  # orthonormal basis orthogonal to the three translations
         parent_hessian, prior_hessian = (rest.T @ h @ rest for h in (parent_hessian, prior_hessian))
     eigenvalues, modes = np.linalg.eigh(parent_hessian)
     soft = modes[:, :n_soft]
