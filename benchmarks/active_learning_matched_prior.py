@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -43,6 +44,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from umlip_helpers.active.online import Query  # noqa: E402
 from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_only, fraction_within,  # noqa: E402
                                           pretraining_frames, prior_force_error)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
@@ -106,6 +108,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--fmax", type=float, default=0.03)
     parser.add_argument("--min-stiffness", type=float, default=None,
                         help="bound each segment by parent fmax / this (eV/Å²); see relax_active")
+    parser.add_argument("--prior-reach", type=float, default=None,
+                        help="with prior_minimum: how far (Å) the prior alone may move an atom before the first parent "
+                             "call (default: relax_active's max trust radius, 0.5)")
+    parser.add_argument("--query", choices=get_args(Query), default="k_steps",
+                        help="relax_active's querying rule: relax_only drops the k-step calls")
     parser.add_argument("--ridge", type=float, default=None, help="relax_active's readout ridge (default: its own)")
     parser.add_argument("--systems", choices=("benchmark", "tuning"), default="benchmark",
                         help="the 30 benchmark systems, or the 45 held-out tuning slabs")
@@ -139,6 +146,7 @@ def main(argv=None) -> dict:
         "active_learning_matched_prior" + ("_tuning" if args.systems == "tuning" else "") + ".json")
     systems = list(benchmark_systems("full" if args.systems == "benchmark" else "tuning"))[::args.every]
     options = {"first_parent_call": args.first_parent_call, "min_stiffness_ev_per_angstrom2": args.min_stiffness,
+               "query": args.query, "prior_reach_angstrom": args.prior_reach,
                **({"ridge": args.ridge} if args.ridge is not None else {})}
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every, systems=args.systems,
                                        **options, training=training),

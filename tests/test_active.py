@@ -43,6 +43,8 @@ def test_online_learner_reaches_parent_minimum_with_fewer_parent_calls(cu_o_runs
     assert active.final_parent_energy_ev == pytest.approx(baseline["final_energy_ev"], abs=0.02)
     assert active.n_parent_calls < baseline["n_parent_calls"]
     assert sum(active.is_parent_call) == active.n_parent_calls
+    assert len(active.parent_call_reasons) == active.n_parent_calls and active.parent_call_reasons[0] == "start"
+    assert set(active.parent_call_reasons[1:]) <= {"surrogate converged", "k steps", "trust radius"}
     assert active.n_surrogate_steps == len(active.is_parent_call) - active.n_parent_calls
     assert active.parent_seconds > 0 and active.surrogate_seconds > 0 and active.training_seconds > 0
     # one prediction of each uncertainty signal per parent call after the first, beside the true error there
@@ -201,6 +203,8 @@ def test_bad_arguments_are_rejected(sevennet0):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), first_parent_call="end")
     with pytest.raises(ValueError, match="trusted_prior_residual must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), trusted_prior_residual=-0.25)
+    with pytest.raises(ValueError, match="prior_reach_angstrom must be"):
+        relax_active(cu_slab_with_o(), sevennet0, emt_parent(), prior_reach_angstrom=0.0)
     with pytest.raises(ValueError, match="min_stiffness_ev_per_angstrom2 must be"):
         relax_active(cu_slab_with_o(), sevennet0, emt_parent(), min_stiffness_ev_per_angstrom2=0.0)
     with pytest.raises(ValueError, match="weight must lie"):
@@ -219,8 +223,10 @@ def test_min_stiffness_bounds_every_surrogate_step_and_still_ends_parent_verifie
                            min_stiffness_ev_per_angstrom2=1e3)
     assert bounded.converged and bounded.is_parent_call[-1] and bounded.final_parent_fmax_ev_per_angstrom <= 0.03
     assert largest_step(bounded) <= 0.02 + 1e-9
+    assert "step bound" in bounded.parent_call_reasons
     free = relax_active(cu_slab_with_o(), prior, emt_parent(), update="none", progress=False)
     assert largest_step(free) > 0.02
+    assert "step bound" not in free.parent_call_reasons
     assert abs(bounded.final_parent_energy_ev - free.final_parent_energy_ev) < 0.02
 
 
@@ -316,6 +322,14 @@ def test_any_calculator_serves_as_a_fixed_prior():
     # relaxing on the prior first saves the start call: an exact prior needs only the verified minimum
     prior_first = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False, first_parent_call="prior_minimum")
     assert prior_first.n_parent_calls == 1 and prior_first.converged
+    assert prior_first.parent_call_reasons == ["prior minimum"]
+    # a short prior reach calls the parent part-way, where the prior alone has moved an atom 0.02 Å
+    part_way = relax_active(slab, EMT(), emt_parent(), fmax=0.03, progress=False, first_parent_call="prior_minimum",
+                            prior_reach_angstrom=0.02)
+    assert part_way.converged and part_way.parent_call_reasons[0] == "prior reach"
+    first_call = part_way.is_parent_call.index(True)
+    moved = np.linalg.norm(part_way.positions_angstrom[first_call] - slab.positions, axis=1).max()
+    assert 0.02 <= moved < np.linalg.norm(prior_first.positions_angstrom[-1] - slab.positions, axis=1).max()
     assert prior_first.is_parent_call.index(True) == len(prior_first.is_parent_call) - 1
     np.testing.assert_array_equal(prior_first.positions_angstrom[0], slab.positions)
     start = slab.copy()

@@ -40,6 +40,9 @@ class ActiveRelaxResult(Result):
     #: one entry per trajectory point: parent energy at parent calls, else the surrogate's (offset-aligned)
     energies_ev: list
     is_parent_call: list
+    #: why each parent call was made: "start", "prior minimum", "prior reach", "surrogate converged", "k steps",
+    #: "trust radius", "step bound", "uncertainty" or "max surrogate steps"
+    parent_call_reasons: list
     positions_angstrom: np.ndarray
     symbols: list
     cell_angstrom: np.ndarray
@@ -378,6 +381,7 @@ def relax_active(
     trusted_prior_residual: float | None = 0.25,
     min_stiffness_ev_per_angstrom2: float | None = None,
     first_parent_call: FirstParentCall = "start",
+    prior_reach_angstrom: float | None = None,
     uncertainty_threshold_ev_per_angstrom: float = 0.05,
     rank: int = 2,
     ridge: float = 1e-2,
@@ -421,11 +425,13 @@ def relax_active(
     ``fmax_parent / k`` (at least 0.01 Å) from its parent point: near convergence a wrong surrogate cannot throw
     the structure out of the parent's basin. ``first_parent_call``:
     ``"start"`` (FINETUNA's rule) calls the parent at the start structure; ``"prior_minimum"`` first relaxes on the
-    prior alone (to the surrogate threshold, or until an atom has moved ``max_trust_radius_angstrom``) and calls
-    the parent there, which saves the start call when the prior is matched to the parent (its energies along that
-    first stretch are shifted to the parent's at its end). The relaxation ends only at a parent-verified point.
+    prior alone (to the surrogate threshold, or until an atom has moved ``prior_reach_angstrom``, by default
+    ``max_trust_radius_angstrom``) and calls the parent there, which saves the start call when the prior is matched
+    to the parent (its energies along that first stretch are shifted to the parent's at its end). The relaxation ends
+    only at a parent-verified point.
     ``model`` is a calculator or a model name; ``parent`` an ASE calculator or a per-structure factory (default:
-    EMT). With ``trajectory_json`` the trajectory so far is written (atomically) after every parent call.
+    EMT). With ``trajectory_json`` the trajectory so far is written (atomically) after every parent call. The result
+    says why each parent call was made (``parent_call_reasons``).
     """
     from ase.optimize import BFGS
     from tqdm.auto import tqdm
@@ -443,6 +449,9 @@ def relax_active(
     if min_stiffness_ev_per_angstrom2 is not None and not min_stiffness_ev_per_angstrom2 > 0:
         raise ValueError(f"min_stiffness_ev_per_angstrom2 must be positive or None, "
                          f"got {min_stiffness_ev_per_angstrom2}")
+    if prior_reach_angstrom is not None and not prior_reach_angstrom > 0:
+        raise ValueError(f"prior_reach_angstrom must be positive or None, got {prior_reach_angstrom}")
+    prior_reach_angstrom = max_trust_radius_angstrom if prior_reach_angstrom is None else prior_reach_angstrom
     if first_parent_call not in get_args(FirstParentCall):
         raise ValueError(f"first_parent_call must be start or prior_minimum, not {first_parent_call!r}")
     if update not in ("auto", *get_args(Update)):
@@ -465,7 +474,7 @@ def relax_active(
                   uphill_tolerance_ev=uphill_tolerance_ev, k_grows_with_trust=k_grows_with_trust,
                   trusted_prior_residual=trusted_prior_residual,
                   min_stiffness_ev_per_angstrom2=min_stiffness_ev_per_angstrom2, first_parent_call=first_parent_call,
-                  rank=rank,
+                  prior_reach_angstrom=prior_reach_angstrom, rank=rank,
                   ridge=ridge, correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
                   update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
                   uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
@@ -473,7 +482,7 @@ def relax_active(
     work = atoms.copy()
     work.calc = surrogate
     record: dict[str, list] = {"energies": [], "parent": [], "positions": [], "std": [], "q": [], "gp": [],
-                               "err": []}
+                               "err": [], "reasons": []}
     clock = {"parent": 0.0, "training": 0.0, "start": time.perf_counter()}
     state = {"energy": float("nan"), "fmax": float("nan"), "steps": 0, "reason": "", "calls": 0}
 
@@ -482,7 +491,8 @@ def relax_active(
             converged=state["reason"] == "parent fmax reached", n_parent_calls=state["calls"],
             n_surrogate_steps=state["steps"], final_parent_energy_ev=state["energy"],
             final_parent_fmax_ev_per_angstrom=state["fmax"], energies_ev=list(record["energies"]),
-            is_parent_call=list(record["parent"]), positions_angstrom=np.array(record["positions"]),
+            is_parent_call=list(record["parent"]), parent_call_reasons=list(record["reasons"]),
+            positions_angstrom=np.array(record["positions"]),
             symbols=work.get_chemical_symbols(), cell_angstrom=np.array(work.cell[:]), pbc=work.pbc.tolist(),
             committee_force_std_ev_per_angstrom=list(record["std"]), descriptor_q_score=list(record["q"]),
             gp_force_std_ev_per_angstrom=list(record["gp"]),
@@ -497,7 +507,7 @@ def relax_active(
     radius = trust_radius_angstrom
     accepted = None  # (frame index, parent energy, parent fmax) of the last accepted parent point
     start = time.perf_counter()
-    prior_stretch = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, max_trust_radius_angstrom, maxstep,
+    prior_stretch = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, prior_reach_angstrom, maxstep,
                                    max_surrogate_steps) if first_parent_call == "prior_minimum" else []
     surrogate.seconds += time.perf_counter() - start
     for energy, positions in prior_stretch:
@@ -505,6 +515,8 @@ def relax_active(
         record["parent"].append(False)
         record["positions"].append(positions)
     state["steps"] = max(len(prior_stretch) - 1, 0)
+    why = "start" if not prior_stretch else "prior reach" if np.linalg.norm(
+        prior_stretch[-1][1] - prior_stretch[0][1], axis=1).max() >= prior_reach_angstrom else "prior minimum"
     work.calc = surrogate
     while True:
         # parent call at the current point
@@ -542,6 +554,7 @@ def relax_active(
         record["energies"].append(energy)
         record["parent"].append(True)
         record["positions"].append(work.get_positions())
+        record["reasons"].append(why)
         bar.update(1)
         bar.set_postfix(parent_fmax=f"{state['fmax']:.3f}", surrogate_steps=state["steps"])
         if state["fmax"] <= fmax:
@@ -583,6 +596,7 @@ def relax_active(
             min(radius, max(accepted[2] / min_stiffness_ev_per_angstrom2, 0.01))  # from the segment's start point
         optimizer = BFGS(work, maxstep=min(maxstep, reach), logfile=None)
         segment = 0
+        why = "max surrogate steps"
         while state["steps"] < max_surrogate_steps:
             surrogate_forces = work.get_forces()
             if segment == 0:
@@ -592,14 +606,18 @@ def relax_active(
                 record["parent"].append(False)
                 record["positions"].append(work.get_positions())
                 if np.linalg.norm(surrogate_forces, axis=1).max() < surrogate_fmax_ratio * fmax:
+                    why = "surrogate converged"
                     break
                 if query == "k_steps" and segment >= (k * radius / trust_radius_angstrom if k_grows_with_trust else k):
+                    why = "k steps"
                     break
                 moved = np.linalg.norm(work.get_positions() - surrogate.anchor_positions, axis=1).max()
                 if moved >= reach - 1e-9:
+                    why = "trust radius" if reach == radius else "step bound"
                     break
                 if query == "uncertainty" and (segment >= k or surrogate.last_uncertainty[0] - spread_at_parent_point
                                                > uncertainty_threshold_ev_per_angstrom):
+                    why = "k steps" if segment >= k else "uncertainty"
                     break
             optimizer.step()
             segment += 1

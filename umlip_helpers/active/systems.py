@@ -194,6 +194,7 @@ def compare_to_parent_only(atoms, calc, parent_factory, fmax: float = 0.03, **op
     row = {"n_atoms": len(atoms), "baseline_parent_calls": baseline["n_parent_calls"],
            "baseline_converged": baseline["converged"], "baseline_energy_ev": baseline["final_energy_ev"],
            "active_parent_calls": active.n_parent_calls, "active_converged": active.converged,
+           "parent_call_reasons": active.parent_call_reasons,
            "active_energy_ev": active.final_parent_energy_ev,
            "energy_difference_ev": active.final_parent_energy_ev - baseline["final_energy_ev"],
            "parent_calls_percent": 100.0 * active.n_parent_calls / baseline["n_parent_calls"],
