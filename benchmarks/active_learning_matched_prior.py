@@ -172,8 +172,8 @@ def main(argv=None) -> dict:
               f"BFGS {row['baseline_parent_calls']:3d}  GPMin {row['gpmin_parent_calls']:3d}  "
               f"matched {row['active_parent_calls']:3d} (SevenNet-0 {row['sevennet0_learner_parent_calls']})  "
               f"dE {row['energy_difference_ev']:+.4f}", flush=True)
-    if base_rows:
-        same = [base_rows[r["system"]] for r in result["systems"] if r["sevennet0_learner_parent_calls"] is not None]
+    same = [base_rows[r["system"]] for r in result["systems"] if r["sevennet0_learner_parent_calls"] is not None]
+    if same:  # none for the tuning systems
         result["summary"]["sevennet0_learner_same_systems"] = {
             "source": reference.name, "n_systems": len(same),
             "active_parent_calls": sum(r["active_parent_calls"] for r in same),
