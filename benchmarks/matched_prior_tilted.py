@@ -5,7 +5,8 @@ Parent-only BFGS stops the upright CO and OH adsorbates at saddle points: their 
 the online learner can fall into. This script relaxes, with EMT, two starts of each CO and OH pretraining slab
 (``other_full_size_slabs``: never a benchmark system) with the molecule tilted by 30° (its own seeds, 7000 + ...),
 keeps 10 points of each path, and fine-tunes ``--start-from`` on those frames plus the full-size pretraining frames
-(3 epochs, lr 5e-4). Run the result with ``active_learning_matched_prior.py --prior OUT``.
+(3 epochs, lr 5e-4), and writes what it made to ``benchmarks/results/matched_prior_tilted.json``. Run the prior with
+``active_learning_matched_prior.py --prior OUT``.
 
     python benchmarks/matched_prior_tilted.py --out runs/matched_prior_tilted   # about 20 min on 2 cores
 """
@@ -30,15 +31,17 @@ from active_learning_matched_prior import matched_prior  # noqa: E402
 from umlip_helpers.active.online import parent_relax  # noqa: E402
 from umlip_helpers.active.systems import other_full_size_slabs, pretraining_frames, rattle_free_metal  # noqa: E402
 from umlip_helpers.data import LabelledFrame  # noqa: E402
+from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
 TILT_DEGREES, STARTS, PATH_POINTS = 30.0, 2, 10
 
 
-def tilted_frames() -> tuple[list, int]:
-    """EMT-labelled points along the relaxations of tilted CO/OH starts, and the parent calls they took."""
+def tilted_frames() -> tuple[list, int, list]:
+    """EMT-labelled points along the relaxations of tilted CO/OH starts, the parent calls they took, and a record
+    per relaxation."""
     rng = np.random.default_rng(7000)
-    frames, calls = [], 0
+    frames, calls, runs = [], 0, []
     for index, (name, atoms) in enumerate(other_full_size_slabs()):
         if not name.endswith(("+CO", "+OH")):
             continue
@@ -49,8 +52,9 @@ def tilted_frames() -> tuple[list, int]:
             azimuth = rng.uniform(0, 2 * np.pi)
             axis = np.array([np.cos(azimuth), np.sin(azimuth), 0.0])
             tilt = np.radians(TILT_DEGREES)  # Rodrigues' rotation of the bond about a horizontal axis
-            start.positions[top] = start.positions[binding] + bond * np.cos(tilt) + np.cross(axis, bond) * np.sin(
-                tilt) + axis * axis.dot(bond) * (1 - np.cos(tilt))
+            tilted_bond = bond * np.cos(tilt) + np.cross(axis, bond) * np.sin(tilt) + axis * axis.dot(bond) * (
+                1 - np.cos(tilt))
+            start.positions[top] = start.positions[binding] + tilted_bond
             run = parent_relax(start, emt_parent(), fmax=0.03, keep_path=True)
             calls += run["n_parent_calls"]
             for point in sorted(set(np.linspace(0, len(run["path"]) - 1, PATH_POINTS).round().astype(int))):
@@ -58,9 +62,11 @@ def tilted_frames() -> tuple[list, int]:
                 frame = start.copy()
                 frame.positions = positions
                 frames.append(LabelledFrame(frame, energy, forces, None, f"tilted {name}", len(frames)))
+            runs.append({"system": name, "start": repeat, "parent_calls": run["n_parent_calls"],
+                         "converged": run["converged"], "final_energy_ev": run["final_energy_ev"]})
             print(f"{name} start {repeat}: {run['n_parent_calls']} parent calls, E {run['final_energy_ev']:.3f} eV",
                   flush=True)
-    return frames, calls
+    return frames, calls, runs
 
 
 def main(argv=None):
@@ -72,9 +78,18 @@ def main(argv=None):
 
     torch.set_num_threads(2)
     full, _ = pretraining_frames(emt_parent, fmax=0.03, path_frames=8, size="full")
-    tilted, calls = tilted_frames()
+    tilted, calls, runs = tilted_frames()
     print(f"{len(tilted)} tilted frames from {calls} parent calls", flush=True)
-    matched_prior(full + tilted, args.out, epochs=3, start_from=args.start_from, lr=5e-4)
+    prior, manifest = matched_prior(full + tilted, args.out, epochs=3, start_from=args.start_from, lr=5e-4)
+    out = ROOT / "benchmarks" / "results" / "matched_prior_tilted.json"
+    atomic_write_json(out, {
+        "provenance": provenance(prior, parent="emt", tilt_degrees=TILT_DEGREES, starts=STARTS,
+                                 path_points=PATH_POINTS, start_from=str(args.start_from)),
+        "summary": {"prior": str(args.out), "weights_sha256": manifest["weights_sha256"],
+                    "n_pretraining_frames": len(full), "n_tilted_frames": len(tilted),
+                    "tilted_parent_calls": calls, "training_log": manifest["report"].get("after")},
+        "relaxations": runs})
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
