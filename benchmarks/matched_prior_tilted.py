@@ -8,7 +8,7 @@ keeps 10 points of each path, and fine-tunes ``--start-from`` on those frames pl
 (3 epochs, lr 5e-4), and writes what it made to ``benchmarks/results/matched_prior_tilted.json``. Run the prior with
 ``active_learning_matched_prior.py --prior OUT``.
 
-    python benchmarks/matched_prior_tilted.py --out runs/matched_prior_tilted   # about 20 min on 2 cores
+    python benchmarks/matched_prior_tilted.py --out runs/matched_prior_tilted   # about 15 min on 2 cores
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from active_learning_matched_prior import matched_prior  # noqa: E402
 
 from umlip_helpers.active.online import parent_relax  # noqa: E402
-from umlip_helpers.active.systems import other_full_size_slabs, pretraining_frames, rattle_free_metal  # noqa: E402
+from umlip_helpers.active.systems import (BINDING_ATOM, other_full_size_slabs, pretraining_frames,  # noqa: E402
+                                          rattle_free_metal)
 from umlip_helpers.data import LabelledFrame  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
@@ -47,7 +48,8 @@ def tilted_frames() -> tuple[list, int, list]:
             continue
         for repeat in range(STARTS):
             start = rattle_free_metal(atoms, 0.1, seed=7000 + 10 * index + repeat)
-            binding, top = sorted((len(start) - 2, len(start) - 1), key=lambda i: start.positions[i, 2])
+            binding, top = sorted((len(start) - 2, len(start) - 1),  # the molecule is the last two atoms
+                                  key=lambda i: start[i].symbol != BINDING_ATOM[name.split("+")[1]])
             bond = start.positions[top] - start.positions[binding]
             azimuth = rng.uniform(0, 2 * np.pi)
             axis = np.array([np.cos(azimuth), np.sin(azimuth), 0.0])

@@ -266,9 +266,10 @@ class OnlineSurrogate(Calculator):
 
 
 def relax_on_prior(atoms: "Atoms", prior, fmax: float, max_move_angstrom: float, maxstep: float,
-                   max_steps: int) -> list[tuple[float, np.ndarray]]:
+                   max_steps: int) -> tuple[list[tuple[float, np.ndarray]], str]:
     """BFGS on ``prior`` alone, in place, until its forces are below ``fmax`` or an atom has moved
-    ``max_move_angstrom``; returns (prior energy, positions) at the start and after every step."""
+    ``max_move_angstrom``; returns (prior energy, positions) at the start and after every step, and why it stopped
+    ("prior minimum", "prior reach" or "max surrogate steps")."""
     from ase.optimize import BFGS
 
     atoms.calc = prior
@@ -278,9 +279,12 @@ def relax_on_prior(atoms: "Atoms", prior, fmax: float, max_move_angstrom: float,
     while True:
         forces = atoms.get_forces()
         stretch.append((float(atoms.get_potential_energy()), atoms.get_positions()))
-        moved = np.linalg.norm(atoms.get_positions() - start, axis=1).max()
-        if np.linalg.norm(forces, axis=1).max() < fmax or moved >= max_move_angstrom or len(stretch) > max_steps:
-            return stretch
+        if np.linalg.norm(forces, axis=1).max() < fmax:
+            return stretch, "prior minimum"
+        if np.linalg.norm(atoms.get_positions() - start, axis=1).max() >= max_move_angstrom:
+            return stretch, "prior reach"
+        if len(stretch) > max_steps:
+            return stretch, "max surrogate steps"
         optimizer.step()
 
 
@@ -507,16 +511,14 @@ def relax_active(
     radius = trust_radius_angstrom
     accepted = None  # (frame index, parent energy, parent fmax) of the last accepted parent point
     start = time.perf_counter()
-    prior_stretch = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, prior_reach_angstrom, maxstep,
-                                   max_surrogate_steps) if first_parent_call == "prior_minimum" else []
+    prior_stretch, why = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, prior_reach_angstrom, maxstep,
+                                        max_surrogate_steps) if first_parent_call == "prior_minimum" else ([], "start")
     surrogate.seconds += time.perf_counter() - start
     for energy, positions in prior_stretch:
         record["energies"].append(energy)
         record["parent"].append(False)
         record["positions"].append(positions)
     state["steps"] = max(len(prior_stretch) - 1, 0)
-    why = "start" if not prior_stretch else "prior reach" if np.linalg.norm(
-        prior_stretch[-1][1] - prior_stretch[0][1], axis=1).max() >= prior_reach_angstrom else "prior minimum"
     work.calc = surrogate
     while True:
         # parent call at the current point
