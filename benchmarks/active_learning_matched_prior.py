@@ -3,7 +3,7 @@ OC20's DFT, the parent's level of theory): SevenNet-0 fine-tuned on EMT frames o
 learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as the parent.
 
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
-        [--path-frames 0] [--pretraining small|full] [--start-from DIR] [--lr 2e-3] [--prior DIR]
+        [--path-frames 0] [--pretraining small|full] [--tilted-frames] [--start-from DIR] [--lr 2e-3] [--prior DIR]
         [--first-parent-call start|prior_minimum] [--min-stiffness K] [--ridge R] [--systems benchmark|tuning]
         [--out JSON]
 
@@ -12,6 +12,8 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
    ``--path-frames N`` adds N points along each relaxation, labels already paid for. ``--pretraining full``
    labels instead the 45 benchmark-sized slabs that are not benchmark systems (the benchmark's slabs with other
    adsorbates, and (111) surfaces), with ``--path-frames``, plus the 140 small-cell starts and minima.
+   ``--tilted-frames`` adds :func:`umlip_helpers.active.systems.tilted_molecule_frames`: relaxations of those slabs'
+   CO and OH started tilted, since parent BFGS from upright starts stops them at saddle points.
 2. Full fine-tuning of SevenNet-0 (or of the fine-tuned model in ``--start-from``) on them (forces-weighted loss,
    ``--lr``), written to ``--prior-dir``; an interrupted or finished run there is resumed, and one trained on other
    frames or settings is refused.
@@ -46,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active.online import Query  # noqa: E402
 from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_only, fraction_within,  # noqa: E402
-                                          pretraining_frames, prior_force_error)
+                                          pretraining_frames, prior_force_error, tilted_molecule_frames)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
 from umlip_helpers.finetune.io import load_finetuned, read_manifest  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
@@ -68,13 +70,18 @@ def matched_prior(frames: list, prior_dir: Path, epochs: int, start_from: Path |
     return load_finetuned(prior_dir, device="auto"), read_manifest(prior_dir)
 
 
-def labelled_pretraining(pretraining: str, path_frames: int, fmax: float) -> tuple[list, int]:
+def labelled_pretraining(pretraining: str, path_frames: int, fmax: float, tilted: bool = False) -> tuple[list, int]:
     """Frames and the parent calls that made them (see the module's docstring, step 1)."""
     if pretraining == "small":
-        return pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames)
-    full, full_calls = pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames, size="full")
-    small, small_calls = pretraining_frames(emt_parent, fmax=fmax)
-    return full + small, full_calls + small_calls
+        frames, calls = pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames)
+    else:
+        full, full_calls = pretraining_frames(emt_parent, fmax=fmax, path_frames=path_frames, size="full")
+        small, small_calls = pretraining_frames(emt_parent, fmax=fmax)
+        frames, calls = full + small, full_calls + small_calls
+    if tilted:
+        tilted_frames, tilted_calls, _ = tilted_molecule_frames(emt_parent, fmax=fmax)
+        frames, calls = frames + tilted_frames, calls + tilted_calls
+    return frames, calls
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -98,6 +105,8 @@ def main(argv=None) -> dict:
                         help="also train on this many points along each pretraining relaxation (no extra parent call)")
     parser.add_argument("--pretraining", choices=("small", "full"), default="small",
                         help="small cells only, or benchmark-sized slabs that are not benchmark systems")
+    parser.add_argument("--tilted-frames", action="store_true",
+                        help="also pretrain on relaxations of tilted CO and OH (tilted_molecule_frames)")
     parser.add_argument("--start-from", type=Path, default=None,
                         help="fine-tune this fine-tuned model directory instead of SevenNet-0")
     parser.add_argument("--epochs", type=int, default=20)
@@ -124,14 +133,16 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
     if args.prior is None:
-        frames, pretraining_calls = labelled_pretraining(args.pretraining, args.path_frames, args.fmax)
+        frames, pretraining_calls = labelled_pretraining(args.pretraining, args.path_frames, args.fmax,
+                                                         args.tilted_frames)
         prior_dir = args.prior_dir or ROOT / "runs" / ("matched_prior" + (f"_path{args.path_frames}"
                                                                             if args.path_frames else ""))
         prior, manifest = matched_prior(frames, prior_dir, args.epochs, args.start_from, args.lr)
         made = {"pretraining": args.pretraining, "n_frames": len(frames), "parent_calls": pretraining_calls,
                 "n_atoms_per_frame": sorted({len(f.atoms) for f in frames})}
         training = {**TRAINING, "lr": args.lr, "loss_weights": vars(TRAINING["loss_weights"]), "epochs": args.epochs,
-                    "path_frames": args.path_frames, "pretraining": args.pretraining}
+                    "path_frames": args.path_frames, "pretraining": args.pretraining,
+                    **({"tilted_frames": True} if args.tilted_frames else {})}
         if args.start_from:
             start_manifest = read_manifest(args.start_from)
             training["start_from"] = {"dir": str(args.start_from), "weights_sha256": start_manifest["weights_sha256"],

@@ -13,9 +13,11 @@ from ase.constraints import FixAtoms
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
 from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax, free_atoms
-from umlip_helpers.active.systems import (METALS, adsorbate_slab, benchmark_systems, bulk_vacancy, fraction_within,
-                                          mixed_prior, pretraining_frames, pretraining_structures, prior_curvature,
-                                          prior_force_error, rattle_free_metal, relax_with_mixed_prior)
+from umlip_helpers.active.systems import (METALS, TILTED_SEED, adsorbate_slab, benchmark_systems, bulk_vacancy,
+                                          fraction_within, mixed_prior, other_full_size_slabs, pretraining_frames,
+                                          pretraining_structures, prior_curvature, prior_force_error,
+                                          rattle_free_metal, relax_with_mixed_prior, tilt_molecule,
+                                          tilted_molecule_frames)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
 from umlip_helpers.parents import emt_parent
 
@@ -396,6 +398,35 @@ def test_pretraining_frames_label_starts_and_parent_minima_of_cells_outside_the_
     for start, first, second, minimum in zip(*[frames[i::4] for i in range(4)]):  # the path runs downhill
         assert start.energy_ev > first.energy_ev > second.energy_ev > minimum.energy_ev
     assert len(pretraining_frames(path_frames=0)[0]) == 140
+
+
+def test_tilt_molecule_turns_the_bond_about_the_binding_atom():
+    for adsorbate, binding in (("CO", "C"), ("OH", "O")):
+        upright = adsorbate_slab("Pt", "111", adsorbate)
+        tilted = tilt_molecule(upright.copy(), adsorbate, 30.0, azimuth_rad=1.0)
+        (low,) = [i for i in (-2, -1) if upright[i].symbol == binding]
+        high = -3 - low
+        np.testing.assert_allclose(np.delete(tilted.positions, high, 0), np.delete(upright.positions, high, 0))
+        before, after = (a.positions[high] - a.positions[low] for a in (upright, tilted))
+        angle = np.degrees(np.arccos(before @ after / np.linalg.norm(before) / np.linalg.norm(after)))
+        assert angle == pytest.approx(30.0) and np.linalg.norm(after) == pytest.approx(np.linalg.norm(before))
+
+
+@pytest.mark.slow
+def test_tilted_molecule_frames_leave_the_upright_saddle_for_a_lower_minimum():
+    frames, calls, runs = tilted_molecule_frames(emt_parent, starts=1, path_points=3)
+    names = [name for name, _ in other_full_size_slabs() if name.endswith(("+CO", "+OH"))]
+    assert [r["system"] for r in runs] == names and len(frames) == 3 * len(names)
+    assert calls == sum(r["parent_calls"] for r in runs)
+    for frame in frames[::7]:
+        check = frame.atoms.copy()
+        check.calc = EMT()
+        assert frame.energy_ev == pytest.approx(check.get_potential_energy(), abs=1e-9)
+    # Pt(111)+CO: parent BFGS from the same start left upright stops at the saddle, well above the tilted minimum
+    index = [name for name, _ in other_full_size_slabs()].index("Pt(111)+CO")
+    upright = rattle_free_metal(other_full_size_slabs()[index][1], 0.1, seed=TILTED_SEED + 10 * index)
+    tilted_end = runs[names.index("Pt(111)+CO")]["final_energy_ev"]
+    assert tilted_end < parent_relax(upright, emt_parent(), fmax=0.03)["final_energy_ev"] - 0.1
 
 
 def test_full_size_pretraining_structures_are_benchmark_sized_but_not_benchmark_systems():

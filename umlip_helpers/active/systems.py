@@ -10,6 +10,7 @@ METALS = ("Ni", "Cu", "Pt", "Pd", "Al")
 BINDING_ATOM = {"CO": "C", "OH": "O"}  # the atom a molecular adsorbate binds to the surface with
 Profile = Literal["ci", "small", "full", "all", "tuning"]
 TUNING_SEED = 5000  # rattle seeds of the tuning set: the benchmark uses 0, pretraining 1000 + index
+TILTED_SEED = 7000  # seeds of tilted_molecule_frames' starts
 
 
 def adsorbate_slab(metal: str, facet: str, adsorbate: str, size: tuple[int, int, int] = (2, 2, 3),
@@ -176,6 +177,61 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
             frames.append(LabelledFrame(labelled, energy, forces, None, "pretraining", len(frames)))
         calls += relaxed["n_parent_calls"]
     return frames, calls
+
+
+def tilt_molecule(atoms, adsorbate: str, degrees: float, azimuth_rad: float):
+    """Rotate a molecular adsorbate (the last two atoms of :func:`adsorbate_slab`) in place about its binding atom by
+    ``degrees``, about the horizontal axis at ``azimuth_rad``; returns ``atoms``."""
+    import numpy as np
+    from scipy.spatial.transform import Rotation
+
+    binding, top = sorted((len(atoms) - 2, len(atoms) - 1), key=lambda i: atoms[i].symbol != BINDING_ATOM[adsorbate])
+    axis = np.array([np.cos(azimuth_rad), np.sin(azimuth_rad), 0.0])
+    bond = atoms.positions[top] - atoms.positions[binding]
+    atoms.positions[top] = atoms.positions[binding] + Rotation.from_rotvec(np.radians(degrees) * axis).apply(bond)
+    return atoms
+
+
+def tilted_molecule_frames(parent_factory=None, fmax: float = 0.03, tilt_degrees: float = 30.0, starts: int = 2,
+                           path_points: int = 10, seed: int = TILTED_SEED) -> tuple[list, int, list[dict]]:
+    """Parent-labelled points along parent-only BFGS relaxations of the CO and OH slabs of
+    :func:`other_full_size_slabs` (never a benchmark system), each started ``starts`` times rattled
+    (:func:`rattle_free_metal`, 0.1 Å) with the molecule tilted by ``tilt_degrees`` at a random azimuth.
+
+    From an upright start parent-only BFGS stops these molecules at a saddle point, where the tilt curvature is
+    negative (:func:`prior_curvature`), so a prior trained on such paths knows nothing of the tilted basins an
+    online learner can fall into. These frames show it them. ``path_points`` evenly spaced points of each
+    relaxation are kept, start and minimum included.
+
+    Returns (frames, parent calls spent, one record per relaxation).
+    """
+    import numpy as np
+
+    from ..data import LabelledFrame
+    from ..parents import emt_parent
+    from .online import parent_relax
+
+    parent_factory = parent_factory or emt_parent
+    rng = np.random.default_rng(seed)
+    frames, calls, runs = [], 0, []
+    for index, (name, atoms) in enumerate(other_full_size_slabs()):
+        adsorbate = name.split("+")[-1]
+        if adsorbate not in BINDING_ATOM:
+            continue
+        for repeat in range(starts):
+            start = tilt_molecule(rattle_free_metal(atoms.copy(), 0.1, seed=seed + 10 * index + repeat), adsorbate,
+                                  tilt_degrees, rng.uniform(0.0, 2 * np.pi))
+            relaxed = parent_relax(start, parent_factory(), fmax=fmax, keep_path=True)
+            path = relaxed["path"]
+            for step in sorted(set(np.linspace(0, len(path) - 1, path_points).round().astype(int))):
+                positions, energy, forces = path[step]
+                labelled = start.copy()
+                labelled.positions = positions
+                frames.append(LabelledFrame(labelled, energy, forces, None, f"tilted {name}", len(frames)))
+            calls += relaxed["n_parent_calls"]
+            runs.append({"system": name, "start": repeat, "parent_calls": relaxed["n_parent_calls"],
+                         "converged": relaxed["converged"], "final_energy_ev": relaxed["final_energy_ev"]})
+    return frames, calls, runs
 
 
 def compare_to_parent_only(atoms, calc, parent_factory, fmax: float = 0.03, **options) -> tuple[dict, Any]:
