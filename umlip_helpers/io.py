@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-PROVENANCE_PACKAGES = ("umlip-helpers", "ase", "torch", "sevenn", "chgnet", "mace-torch",
+PROVENANCE_PACKAGES = ("umlip-helpers", "numpy", "scipy", "ase", "torch", "sevenn", "chgnet", "mace-torch",
                        "fairchem-core", "upet", "metatrain", "nequip", "phonopy", "peft")
 
 
