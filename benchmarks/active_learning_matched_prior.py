@@ -25,6 +25,20 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
    ``--ridge``) before running them on the benchmark.
 
 Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
+
+The prior of ``…_full_size_pretraining*.json`` and ``…_tuning*.json`` was trained in two stages (``runs/`` is not
+kept in git; each JSON's provenance records its prior's weights hash and training):
+
+    python benchmarks/active_learning_matched_prior.py --path-frames 1000 --epochs 20 \
+        --prior-dir runs/matched_prior_path1000_e20                      # 20 epochs of 392 s on 2 cores
+    python benchmarks/active_learning_matched_prior.py --pretraining full --path-frames 8 --epochs 8 --lr 1e-3 \
+        --start-from runs/matched_prior_path1000_e20 --prior-dir runs/matched_prior_full_path8_c_down \
+        --first-parent-call prior_minimum                                # 8 epochs of 244 s
+
+The first stage ran before CO was bound through its C atom (commit 9a0326f), on 1766 small-cell frames with CO
+standing on its O; the code now labels 1802 frames there. The second stage alone, from SevenNet-0, gives a worse
+prior (median force error at the start 0.20 against 0.10 eV/Å) and 126/686 = 18.4% of BFGS's parent calls
+(``…_one_stage.json``).
 """
 
 from __future__ import annotations
