@@ -5,7 +5,7 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
         [--path-frames 0] [--pretraining small|full] [--tilted-frames] [--start-from DIR] [--lr 2e-3] [--prior DIR]
         [--first-parent-call start|prior_minimum] [--min-stiffness K] [--ridge R] [--systems benchmark|tuning]
-        [--out JSON]
+        [--out JSON] [--threads 1]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
@@ -141,10 +141,11 @@ def main(argv=None) -> dict:
                         help="the 30 benchmark systems, or the 45 held-out tuning slabs")
     parser.add_argument("--out", type=Path, default=None,
                         help="default benchmarks/results/active_learning_matched_prior[_tuning].json")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     args = parser.parse_args(argv)
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     if args.prior is None:
         frames, pretraining_calls = labelled_pretraining(args.pretraining, args.path_frames, args.fmax,
@@ -174,7 +175,7 @@ def main(argv=None) -> dict:
                "query": args.query, "prior_reach_angstrom": args.prior_reach,
                **({"ridge": args.ridge} if args.ridge is not None else {})}
     result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every, systems=args.systems,
-                                       **options, training=training),
+                                       threads=args.threads, **options, training=training),
               "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
