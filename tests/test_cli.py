@@ -49,6 +49,7 @@ def test_evaluate_writes_json_with_provenance(tmp_path, ymno3_path):
     assert 0.03 < result["force_mae_ev_per_angstrom"] < 0.12
     assert result["provenance"]["model"]["sha256"] and result["provenance"]["parameters"]["dataset_sha256"]
     assert result["provenance"]["packages"]["numpy"] == np.__version__  # labels can differ in the last bit with it
+    assert result["provenance"]["cpu"]  # and with the CPU's BLAS kernels
     assert (tmp_path / "parity.png").stat().st_size > 10_000
 
 

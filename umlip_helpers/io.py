@@ -92,6 +92,19 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
     return dict(_installed_versions(tuple(names)))
 
 
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name: numerical libraries pick their kernels by CPU, so the last bits of results can differ."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
     """The record every result carries: model (name, version, checkpoint sha256), parameters, versions, time."""
     model = dict(getattr(calc, "umlip_info", {}) or {}) if calc is not None else {}
@@ -103,6 +116,7 @@ def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
         "packages": package_versions(),
         "python": platform.python_version(),
         "host": platform.node(),
+        "cpu": cpu_model(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
