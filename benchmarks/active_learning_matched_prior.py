@@ -5,7 +5,7 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
     python benchmarks/active_learning_matched_prior.py [--every 1] [--prior-dir runs/matched_prior] [--epochs 20]
         [--path-frames 0] [--pretraining small|full] [--tilted-frames] [--start-from DIR] [--lr 2e-3] [--prior DIR]
         [--first-parent-call start|prior_minimum] [--min-stiffness K] [--ridge R] [--systems benchmark|tuning]
-        [--out JSON] [--threads 1]
+        [--out JSON] [--threads 1] [--resume]
 
 1. Pretraining data: :func:`umlip_helpers.active.systems.pretraining_frames`, 140 EMT frames (start and minimum of
    70 small-cell structures, none of them a benchmark system), and the parent calls it took to make them;
@@ -25,6 +25,7 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
    ``--ridge``) before running them on the benchmark.
 
 Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
+``--resume`` keeps the systems already in ``--out`` when it was written with the same prior and settings.
 
 The prior of ``…_full_size_pretraining*.json`` and ``…_tuning*.json`` was trained in two stages (``runs/`` is not
 kept in git; each JSON's provenance records its prior's weights hash and training):
@@ -65,7 +66,7 @@ from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_o
                                           pretraining_frames, prior_force_error, tilted_molecule_frames)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
 from umlip_helpers.finetune.io import load_finetuned, read_manifest  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, provenance, rows_to_resume  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -142,6 +143,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", type=Path, default=None,
                         help="default benchmarks/results/active_learning_matched_prior[_tuning].json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the systems an interrupted run with the same prior and settings wrote to --out")
     args = parser.parse_args(argv)
     import torch
 
@@ -180,9 +183,13 @@ def main(argv=None) -> dict:
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
               "systems": []}
+    finished = rows_to_resume(out_path, result["provenance"]) if args.resume else {}
     reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
     base_rows = {r["system"]: r for r in json.loads(reference.read_text())["systems"]} if reference.exists() else {}
     for name, atoms in systems:
+        if name in finished:
+            result["systems"].append(finished[name])
+            continue
         row, _ = compare_to_parent_only(atoms, prior, emt_parent, fmax=args.fmax, **options)
         row = {"system": name, "prior_error_base": prior_force_error(atoms, base, emt_parent())[0],
                "prior_error_matched": prior_force_error(atoms, prior, emt_parent())[0], **row,
@@ -205,7 +212,8 @@ def main(argv=None) -> dict:
             "active_parent_calls": sum(r["active_parent_calls"] for r in same),
             "parent_calls_percent_of_bfgs": 100.0 * sum(r["active_parent_calls"] for r in same)
             / sum(r["baseline_parent_calls"] for r in same)}
-    result["summary"]["wall_seconds"] = time.perf_counter() - start
+    result["summary"]["wall_seconds"] = time.perf_counter() - start  # of this run; resumed systems not included
+    result["summary"]["resumed_systems"] = len(finished)
     atomic_write_json(out_path, result)
     print(result["summary"])
     print(f"wrote {out_path}")

@@ -19,6 +19,7 @@ from umlip_helpers.active.systems import (METALS, TILTED_SEED, adsorbate_slab, b
                                           rattle_free_metal, relax_with_mixed_prior, tilt_molecule,
                                           tilted_molecule_frames)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
+from umlip_helpers.io import atomic_write_json, provenance, rows_to_resume
 from umlip_helpers.parents import emt_parent
 
 
@@ -475,3 +476,16 @@ def test_prior_curvature_measures_how_a_stiffer_prior_misses_the_parents_hessian
     bulk_stiffer = prior_curvature(vacancy, LinearCombinationCalculator([EMT()], [1.25]), emt_parent())
     assert bulk_stiffer["newton_contraction"] == pytest.approx(0.2, rel=1e-6)
     assert bulk_stiffer["parent_soft_eigenvalues_ev_per_angstrom2"][0] > 0.05
+
+
+def test_an_interrupted_benchmark_resumes_only_with_the_same_model_and_settings(tmp_path):
+    out = tmp_path / "benchmark.json"
+    assert rows_to_resume(out, provenance(EMT(), fmax=0.03)) == {}
+    name, atoms = next(iter(benchmark_systems("tuning")))
+    row = {"system": name, "baseline_parent_calls": parent_relax(atoms, emt_parent(), fmax=0.03)["n_parent_calls"]}
+    atomic_write_json(out, {"provenance": provenance(EMT(), fmax=0.03, systems="tuning"), "systems": [row]})
+    assert rows_to_resume(out, provenance(EMT(), fmax=0.03, systems="tuning")) == {name: row}
+    with pytest.raises(ValueError, match=f"{out}: cannot resume .* parameters differs in fmax"):
+        rows_to_resume(out, provenance(EMT(), fmax=0.05, systems="tuning"))
+    with pytest.raises(ValueError, match="provenance model differs in family, name, version"):
+        rows_to_resume(out, provenance(emt_parent(), fmax=0.03, systems="tuning"))

@@ -121,6 +121,25 @@ def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
     }
 
 
+def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "system") -> dict[str, dict]:
+    """The rows (by ``key``) that an interrupted run wrote to ``path``; {} if there is no such file.
+
+    ``record`` is this run's :func:`provenance`. An earlier file with another model or other parameters raises a
+    ValueError naming the fields that differ, so that rows of two settings are never mixed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    for field in ("model", "parameters"):
+        before, now = earlier.get("provenance", {}).get(field, {}), to_jsonable(record[field])
+        differing = sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
+        if differing:
+            raise ValueError(f"{path}: cannot resume a run with other settings; provenance {field} differs in "
+                             f"{', '.join(differing)} (move the file away to start afresh)")
+    return {row[key]: row for row in earlier.get("systems", [])}
+
+
 def save_notebook_results(path: str | os.PathLike | None, summary: dict[str, Any]) -> dict[str, Any]:
     """A notebook's last cell: write its headline numbers (and provenance) to ``path`` when one is given.
 
