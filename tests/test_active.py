@@ -19,6 +19,7 @@ from umlip_helpers.active.systems import (METALS, TILTED_SEED, adsorbate_slab, b
                                           rattle_free_metal, relax_with_mixed_prior, tilt_molecule,
                                           tilted_molecule_frames)
 from umlip_helpers.active.uncertainty import DescriptorDistance, spearman_correlation
+from umlip_helpers.errors import UmlipError
 from umlip_helpers.io import atomic_write_json, provenance, rows_to_resume
 from umlip_helpers.parents import emt_parent
 
@@ -485,7 +486,12 @@ def test_an_interrupted_benchmark_resumes_only_with_the_same_model_and_settings(
     row = {"system": name, "baseline_parent_calls": parent_relax(atoms, emt_parent(), fmax=0.03)["n_parent_calls"]}
     atomic_write_json(out, {"provenance": provenance(EMT(), fmax=0.03, systems="tuning"), "systems": [row]})
     assert rows_to_resume(out, provenance(EMT(), fmax=0.03, systems="tuning")) == {name: row}
-    with pytest.raises(ValueError, match=f"{out}: cannot resume .* parameters differs in fmax"):
+    with pytest.raises(UmlipError, match=f"{out}: cannot resume .* parameters differs in fmax"):
         rows_to_resume(out, provenance(EMT(), fmax=0.05, systems="tuning"))
-    with pytest.raises(ValueError, match="provenance model differs in family, name, version"):
+    with pytest.raises(UmlipError, match="provenance model differs in family, name, version"):
         rows_to_resume(out, provenance(emt_parent(), fmax=0.03, systems="tuning"))
+    with pytest.raises(UmlipError, match=r"was fmax=0\.03, now fmax=0\.05"):  # both values, to see which is wanted
+        rows_to_resume(out, provenance(EMT(), fmax=0.05, systems="tuning"))
+    out.write_text(out.read_text()[:100])  # cut short by hand: atomic writes never leave this
+    with pytest.raises(UmlipError, match=f"{out}: cannot resume, it is not JSON"):
+        rows_to_resume(out, provenance(EMT(), fmax=0.03, systems="tuning"))

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from umlip_helpers.errors import UmlipError
+
 PROVENANCE_PACKAGES = ("umlip-helpers", "numpy", "scipy", "ase", "torch", "sevenn", "chgnet", "mace-torch",
                        "fairchem-core", "upet", "metatrain", "nequip", "phonopy", "peft")
 
@@ -124,19 +126,25 @@ def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
 def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "system") -> dict[str, dict]:
     """The rows (by ``key``) that an interrupted run wrote to ``path``; {} if there is no such file.
 
-    ``record`` is this run's :func:`provenance`. An earlier file with another model or other parameters raises a
-    ValueError naming the fields that differ, so that rows of two settings are never mixed.
+    ``record`` is this run's :func:`provenance`. An earlier file with another model or other parameters, or one
+    that is not JSON, raises an UmlipError naming the file (and the fields that differ, with both values), so that
+    rows of two settings are never mixed. The same rule as the trainer's ``check_same_run`` for checkpoints.
     """
     path = Path(path)
     if not path.is_file():
         return {}
-    earlier = json.loads(path.read_text())
+    try:
+        earlier = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UmlipError(f"{path}: cannot resume, it is not JSON ({error}); move it away to start afresh") from None
     for field in ("model", "parameters"):
         before, now = earlier.get("provenance", {}).get(field, {}), to_jsonable(record[field])
         differing = sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
         if differing:
-            raise ValueError(f"{path}: cannot resume a run with other settings; provenance {field} differs in "
-                             f"{', '.join(differing)} (move the file away to start afresh)")
+            raise UmlipError(f"{path}: cannot resume a run with other settings; provenance {field} differs in "
+                             f"{', '.join(differing)} (was " + "; ".join(f"{n}={before.get(n)!r}" for n in differing)
+                             + ", now " + "; ".join(f"{n}={now.get(n)!r}" for n in differing)
+                             + "); move the file away to start afresh")
     return {row[key]: row for row in earlier.get("systems", [])}
 
 
