@@ -84,6 +84,39 @@ def test_lora_starts_at_the_base_model_and_stays_equivariant_unmerged_and_merged
     assert_equivariant(calc, atoms)
 
 
+def test_a_batched_forward_gives_each_frame_its_own_predictions_and_gradients(tiny_sevennet, ymno3_frames):
+    calc = fresh(tiny_sevennet)
+    smaller = ymno3_frames[1].atoms.copy()
+    del smaller[[i for i in range(len(smaller)) if i % 3 == 0]]  # frames of different sizes
+    adapter = adapter_for(calc)
+    module = adapter.module(calc)
+    adapter.make_trainable(module)
+    params = [p for p in module.parameters() if p.requires_grad]
+    samples = [adapter.prepare(calc, atoms) for atoms in (ymno3_frames[0].atoms, smaller)]
+    before = predict(calc, smaller)
+
+    def loss_and_grads(outputs):  # forces and stress enter the loss: the force graph must be kept
+        loss = sum(e + (f ** 2).sum() + (s ** 2).sum() for e, f, s in outputs)
+        return loss, torch.autograd.grad(loss, params, allow_unused=True)
+
+    single = [adapter.predict(module, sample, training=True) for sample in samples]
+    batched = adapter.predict_batch(module, samples, training=True)
+    for one, together in zip(single, batched):
+        assert together[1].shape == one[1].shape and together[2].shape == one[2].shape == (6,)
+        for a, b in zip(one, together):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    (loss_1, grads_1), (loss_b, grads_b) = loss_and_grads(single), loss_and_grads(batched)
+    torch.testing.assert_close(loss_b, loss_1)
+    assert sum(g is not None for g in grads_1) > 0
+    for g1, gb in zip(grads_1, grads_b):
+        assert (g1 is None) == (gb is None)
+        if g1 is not None:
+            torch.testing.assert_close(gb, g1, rtol=1e-4, atol=1e-6)
+    after = predict(calc, smaller)  # the calculator runs the same module unbatched again
+    assert after[0] == pytest.approx(before[0], rel=1e-6)
+    np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+
+
 def test_finetune_output_loads_by_path_and_reproduces_the_trained_model(tiny_sevennet, ymno3_frames, tmp_path):
     calc = fresh(tiny_sevennet)
     out = tmp_path / "ft"
@@ -157,6 +190,21 @@ def test_head_trains_only_the_readout_and_full_trains_everything(strategy, tiny_
                                atol=1e-6)
 
 
+def test_batched_training_gives_the_model_that_per_frame_training_gives(tiny_sevennet, ymno3_frames, tmp_path):
+    """Batches of frames in one forward (the default on a GPU) against a forward per frame (CPU): the same steps."""
+    reports = {batched: finetune(fresh(tiny_sevennet), ymno3_frames[:4], ymno3_frames[4:6], strategy="full",
+                                 out=tmp_path / str(batched), epochs=2, batch_size=2, lr=0.01, progress=False,
+                                 batched=batched) for batched in (False, True)}
+    per_frame, batched = reports[False], reports[True]
+    for row_a, row_b in zip(per_frame.log, batched.log):
+        for key in ("train_loss", "val_loss", "train_forces_rmse", "val_forces_rmse"):
+            assert row_b[key] == pytest.approx(row_a[key], rel=1e-4), key
+    assert batched.after["forces_mae_ev_per_angstrom"] == pytest.approx(per_frame.after["forces_mae_ev_per_angstrom"],
+                                                                        rel=1e-4)
+    assert per_frame.log[1]["train_loss"] != pytest.approx(per_frame.log[0]["train_loss"], rel=1e-3), \
+        "training left the model unchanged"
+
+
 def test_a_finetuned_model_can_be_finetuned_again(tiny_sevennet, ymno3_frames, tmp_path):
     """A model loaded from a fine-tuning directory (all weights frozen for inference) trains again in full, with the
     family's normalisation constants still frozen."""
@@ -219,9 +267,10 @@ def test_command_line_finetune(tiny_sevennet, ymno3_frames, tmp_path):
     train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
     out = tmp_path / "cli"
     code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "head",
-                 "--epochs", "1", "--max-frames", "1", "--out", str(out), "--device", "cpu",
+                 "--epochs", "1", "--max-frames", "2", "--batch-size", "2", "--out", str(out), "--device", "cpu",
                  "--json", str(tmp_path / "report.json")])
     assert code == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["n_train_frames"] == 1 and report["strategy"] == "head"
-    assert json.loads((out / MANIFEST_NAME).read_text())["strategy"] == "head"
+    assert report["n_train_frames"] == 2 and report["strategy"] == "head"
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["strategy"] == "head" and manifest["hyperparameters"]["batch_size"] == 2

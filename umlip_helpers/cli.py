@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=("lora", "head", "full"), default="lora")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=4, help="frames per optimiser step (on a GPU, 16 costs about "
+                                                                  "what 4 does)")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")
     p.add_argument("--json", default=None, metavar="OUT")

@@ -132,6 +132,7 @@ def finetune(
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    batched: bool | None = None,
 ) -> FinetuneReport:
     """Fine-tune ``model`` (name, checkpoint, or a calculator from ``load_calculator``, trained in place) on DFT
     frames; the fine-tuned model is written to ``out`` (a new temporary directory when None).
@@ -142,7 +143,8 @@ def finetune(
     frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`); after training
     the shifts are fitted again for the fine-tuned model (saved with it). The same inputs
     and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint, and
-    refuses one written for other data, hyperparameters or base model.
+    refuses one written for other data, hyperparameters or base model. ``batched``: one forward per batch of frames
+    (the default on a GPU) or a forward per frame (the default on CPU); the same gradients up to rounding.
     """
     import torch
 
@@ -180,8 +182,8 @@ def finetune(
 
     prepared_train = prepare_samples(adapter, calc, train_set, "train", progress)
     prepared_val = prepare_samples(adapter, calc, val_set, "val", progress) if val_set else None
-    base_train = predict_all(adapter, module, prepared_train, "base, train", progress)
-    base_val = predict_all(adapter, module, prepared_val, "base, val", progress) if val_set else None
+    base_train = predict_all(adapter, module, prepared_train, "base, train", progress, batched)
+    base_val = predict_all(adapter, module, prepared_val, "base, val", progress, batched) if val_set else None
     shifts = align_energies(train_set, base_train)
     eval_set, base_eval = (val_set, base_val) if val_set else (train_set, base_train)
     before = errors(eval_set, base_eval, shifts)
@@ -199,7 +201,7 @@ def finetune(
     run_identity = {"base_model": base_info["sha256"] or base_info["name"], "train_sha256": train_set.sha256(),
                     "val_sha256": val_set.sha256() if val_set else None, "hyperparameters": dataclasses.asdict(hp)}
     outcome = run_training(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
-                           callback=callback, run_identity=run_identity)
+                           callback=callback, run_identity=run_identity, batched=batched)
     elapsed = time.perf_counter() - started
 
     weights_path = save_weights(out, module, peft_model, strategy)
@@ -208,9 +210,10 @@ def finetune(
     module.eval()
     module.requires_grad_(False)  # inference differentiates positions only; weights would collect unused gradients
     # training moves the model's energy zero; re-align it on the training frames, as was done for the base model
-    tuned_train = predict_all(adapter, module, prepared_train, "fine-tuned, train", progress)
+    tuned_train = predict_all(adapter, module, prepared_train, "fine-tuned, train", progress, batched)
     tuned_shifts = align_energies(train_set, tuned_train)
-    tuned_eval = predict_all(adapter, module, prepared_val, "fine-tuned, val", progress) if val_set else tuned_train
+    tuned_eval = (predict_all(adapter, module, prepared_val, "fine-tuned, val", progress, batched) if val_set
+                  else tuned_train)
     after = errors(eval_set, tuned_eval, tuned_shifts)
     lora = None
     if strategy == "lora":
@@ -272,5 +275,5 @@ def cli_finetune(args) -> dict[str, Any]:
 
     set_threads(args.threads)
     report = finetune(args.model, args.train, args.val, strategy=args.strategy, out=args.out, epochs=args.epochs,
-                      max_frames=args.max_frames, device=args.device, resume=args.resume)
+                      batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume)
     return {k: v for k, v in report.to_dict().items() if k != "log"}

@@ -61,6 +61,12 @@ class FamilyAdapter(abc.ABC):
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(energy (), forces (n, 3), stress (6,)) with the autograd graph kept when ``training``."""
 
+    def predict_batch(self, module: torch.nn.Module, samples: list[Any], training: bool
+                      ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """:meth:`predict` of each sample. A family whose model takes several graphs at once overrides this with one
+        forward: a per-frame forward of small cells is bound by Python and kernel launches, most of all on a GPU."""
+        return [self.predict(module, sample, training) for sample in samples]
+
 
 class E3nnFamilyAdapter(FamilyAdapter):
     """Families built on e3nn's generated tensor-product and linear code: their module comes with the block slices
@@ -105,6 +111,31 @@ class SevenNetAdapter(E3nnFamilyAdapter):
         out = module(data)
         stress = -out[KEY.PRED_STRESS][[0, 1, 2, 4, 5, 3]]
         return out[KEY.PRED_TOTAL_ENERGY].reshape(()), out[KEY.PRED_FORCE], stress
+
+    def predict_batch(self, module, samples, training):
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from torch_geometric.data import Batch
+
+        if len(samples) == 1:
+            return [self.predict(module, samples[0], training)]
+        graphs = []
+        for sample in samples:
+            graph = AtomGraphData.from_numpy_dict(sample["graph"])
+            if sample["modal"]:
+                graph[KEY.DATA_MODALITY] = sample["modal"]
+            graphs.append(graph)
+        data = Batch.from_data_list(graphs).to(samples[0]["device"])
+        was_batched = module.is_batch_data  # the ASE calculator runs the same module unbatched
+        module.set_is_batch_data(True)
+        try:
+            module.train(training)
+            out = module(data)
+        finally:
+            module.set_is_batch_data(was_batched)
+        forces = torch.split(out[KEY.PRED_FORCE], [len(graph[KEY.ATOMIC_NUMBERS]) for graph in graphs])
+        stress = -out[KEY.PRED_STRESS][:, [0, 1, 2, 4, 5, 3]]
+        return list(zip(out[KEY.PRED_TOTAL_ENERGY], forces, stress))
 
 
 class CHGNetAdapter(FamilyAdapter):
