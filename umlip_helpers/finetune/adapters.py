@@ -99,13 +99,20 @@ class SevenNetAdapter(E3nnFamilyAdapter):
         return {"graph": unlabeled_atoms_to_graph(atoms, calc.cutoff, with_shift=False),
                 "modal": getattr(calc, "modal", None), "device": calc.device}
 
-    def predict(self, module, sample, training):
+    @staticmethod
+    def _graph(sample):
         import sevenn._keys as KEY
         from sevenn.atom_graph_data import AtomGraphData
 
-        data = AtomGraphData.from_numpy_dict(sample["graph"])  # the model writes into its input: rebuild it
+        graph = AtomGraphData.from_numpy_dict(sample["graph"])  # the model writes into its input: rebuild it
         if sample["modal"]:
-            data[KEY.DATA_MODALITY] = sample["modal"]
+            graph[KEY.DATA_MODALITY] = sample["modal"]
+        return graph
+
+    def predict(self, module, sample, training):
+        import sevenn._keys as KEY
+
+        data = self._graph(sample)
         data.to(sample["device"])
         module.train(training)  # SevenNet keeps the force graph (create_graph) only in training mode
         out = module(data)
@@ -114,17 +121,11 @@ class SevenNetAdapter(E3nnFamilyAdapter):
 
     def predict_batch(self, module, samples, training):
         import sevenn._keys as KEY
-        from sevenn.atom_graph_data import AtomGraphData
         from torch_geometric.data import Batch
 
         if len(samples) == 1:
             return [self.predict(module, samples[0], training)]
-        graphs = []
-        for sample in samples:
-            graph = AtomGraphData.from_numpy_dict(sample["graph"])
-            if sample["modal"]:
-                graph[KEY.DATA_MODALITY] = sample["modal"]
-            graphs.append(graph)
+        graphs = [self._graph(sample) for sample in samples]
         data = Batch.from_data_list(graphs).to(samples[0]["device"])
         was_batched = module.is_batch_data  # the ASE calculator runs the same module unbatched
         module.set_is_batch_data(True)

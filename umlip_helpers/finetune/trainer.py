@@ -9,6 +9,7 @@ import dataclasses
 import io as _io
 import resource
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -162,13 +163,12 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
 def accumulate_gradients(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample],
                          weights: LossWeights, batched: bool) -> dict[str, float]:
     """Backpropagate the mean of the frames' losses, in one forward (``batched``) or a forward and backward per
-    frame; return :func:`batch_loss`'s sums."""
-    sums: dict[str, float] = {}
+    frame; return :func:`batch_loss`'s sums over the frames."""
+    sums: Counter[str] = Counter()
     for group in [samples] if batched else [[sample] for sample in samples]:
         loss, group_sums = batch_loss(adapter, module, group, weights, training=True)
         (loss * (len(group) / len(samples))).backward()
-        for key, value in group_sums.items():
-            sums[key] = sums.get(key, 0.0) + value
+        sums.update(group_sums)
     return sums
 
 
@@ -260,13 +260,12 @@ def train(
             break
         started = time.perf_counter()
         order = np.random.default_rng([hp.seed, epoch]).permutation(n_train)
-        sums: dict[str, float] = {}
+        sums: Counter[str] = Counter()
         for step in range(steps_per_epoch):
             batch = order[step * hp.batch_size:(step + 1) * hp.batch_size]
             optimiser.zero_grad(set_to_none=True)
             batch_sums = accumulate_gradients(adapter, module, [train_samples[i] for i in batch], hp.weights, batched)
-            for key, value in batch_sums.items():
-                sums[key] = sums.get(key, 0.0) + value
+            sums.update(batch_sums)
             torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
             optimiser.step()
             scheduler.step()
@@ -280,14 +279,13 @@ def train(
                 if f"train_{k}" in row}
         monitored = row["train_loss"]
         if val_samples:
-            val_sums: dict[str, float] = {}
+            val_sums: Counter[str] = Counter()
             val_batch = hp.batch_size if batched else 1
             for start in range(0, len(val_samples), val_batch):
                 _, batch_sums = batch_loss(adapter, module, val_samples[start:start + val_batch], hp.weights,
                                            training=False)
                 module.zero_grad(set_to_none=True)
-                for key, value in batch_sums.items():
-                    val_sums[key] = val_sums.get(key, 0.0) + value
+                val_sums.update(batch_sums)
             row["val_loss"] = val_sums["loss"] / len(val_samples)
             row |= {f"val_{k}_rmse": float(np.sqrt(v / len(val_samples))) for k, v in val_sums.items() if k != "loss"}
             monitored = row["val_loss"]
