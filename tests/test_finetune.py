@@ -17,6 +17,7 @@ from umlip_helpers.errors import DataValidationError, ModelUnavailable, UmlipErr
 from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
+from umlip_helpers.finetune.trainer import batched_by_default  # noqa: E402
 from umlip_helpers.models import MANIFEST_NAME, get_family, load_calculator  # noqa: E402
 
 
@@ -94,6 +95,7 @@ def test_a_batched_forward_gives_each_frame_its_own_predictions_and_gradients(ti
     params = [p for p in module.parameters() if p.requires_grad]
     samples = [adapter.prepare(calc, atoms) for atoms in (ymno3_frames[0].atoms, smaller)]
     before = predict(calc, smaller)
+    assert not batched_by_default(adapter, module), "on CPU the trainer runs a forward per frame (measured faster)"
 
     def loss_and_grads(outputs):  # forces and stress enter the loss: the force graph must be kept
         loss = sum(e + (f ** 2).sum() + (s ** 2).sum() for e, f, s in outputs)
