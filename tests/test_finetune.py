@@ -173,6 +173,25 @@ def test_resume_after_an_interrupted_epoch_matches_an_uninterrupted_run(tiny_sev
     assert any(a[k].abs().max() > 0 for k in a if "lora_B" in k)
 
 
+def test_resuming_a_finished_run_returns_its_report_and_weights_without_redoing_it(tiny_sevennet, ymno3_frames,
+                                                                                   tmp_path):
+    options = dict(strategy="lora", epochs=1, batch_size=1, lr=0.02, progress=False, seed=3)
+    first = finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path, **options)
+    manifest = tmp_path / "umlip_model.json"
+    written = manifest.stat().st_mtime_ns
+    calc = fresh(tiny_sevennet)
+    again = finetune(calc, ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path, resume=True, **options)
+    assert manifest.stat().st_mtime_ns == written  # reports not recomputed, manifest not rewritten
+    assert json.dumps(again.to_dict(), sort_keys=True, default=float) == \
+        json.dumps(first.to_dict(), sort_keys=True, default=float)
+    atoms = ymno3_frames[2].atoms  # calc holds the trained weights, as after training
+    np.testing.assert_allclose(predict(calc, atoms)[1], predict(load_calculator(tmp_path), atoms)[1], atol=1e-6)
+    assert np.abs(predict(calc, atoms)[1] - predict(fresh(tiny_sevennet), atoms)[1]).max() > 1e-4
+    with pytest.raises(UmlipError, match="another run: hyperparameters differ"):
+        finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path, resume=True,
+                 **{**options, "lr": 0.01})
+
+
 @pytest.mark.parametrize("strategy", ["head", "full"])
 def test_head_trains_only_the_readout_and_full_trains_everything(strategy, tiny_sevennet, ymno3_frames, tmp_path):
     calc = fresh(tiny_sevennet)

@@ -10,6 +10,7 @@ The output directory holds the fine-tuned weights (LoRA adapters or trained tens
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -19,14 +20,14 @@ from typing import Any, Callable, ClassVar, Literal
 import numpy as np
 
 from ..data import DFTDataset, check_frames, read_dataset, random_split
-from ..errors import DataValidationError, UmlipError, UnsupportedElements
+from ..errors import DataValidationError, ModelUnavailable, UmlipError, UnsupportedElements
 from ..io import atomic_write_json, provenance, sha256_file
 from ..models.loading import MANIFEST_NAME, load_calculator, supported_elements
 from ..results import Result
 from .adapters import adapter_for
-from .io import MANIFEST_FORMAT
-from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
-from .trainer import (CHECKPOINT_NAME, Hyperparameters, LossWeights, align_energies, errors, make_samples,
+from .io import MANIFEST_FORMAT, read_manifest
+from .strategies import STRATEGIES, apply_saved_weights, apply_strategy, parameter_counts, save_weights
+from .trainer import (CHECKPOINT_NAME, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors, make_samples,
                       peak_memory_mb, predict_all, prepare_samples)
 from .trainer import train as run_training
 
@@ -143,7 +144,8 @@ def finetune(
     frames; the loss then weights energy per atom, forces and stress (see :class:`LossWeights`); after training
     the shifts are fitted again for the fine-tuned model (saved with it). The same inputs
     and ``seed`` give the same model. ``resume=True`` continues a killed run from its last epoch checkpoint, and
-    refuses one written for other data, hyperparameters or base model. ``batched``: one forward per batch of frames
+    refuses one written for other data, hyperparameters or base model; for a run that finished there it returns its
+    report without recomputing it, the saved weights loaded into the model. ``batched``: one forward per batch of frames
     (the default on a GPU) or a forward per frame (the default on CPU); the same gradients up to rounding.
     """
     import torch
@@ -179,6 +181,14 @@ def finetune(
     adapter.make_trainable(module)
     run_device = str(getattr(calc, "device", "cpu"))
     base_info = _base_descriptor(calc, out)
+    hp = Hyperparameters(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                         max_grad_norm=max_grad_norm, patience=patience, seed=seed, lora_rank=lora_rank,
+                         lora_alpha=lora_alpha, weights=weights)
+    run_identity = {"base_model": base_info["sha256"] or base_info["name"], "train_sha256": train_set.sha256(),
+                    "val_sha256": val_set.sha256() if val_set else None, "hyperparameters": dataclasses.asdict(hp)}
+    finished = _finished_run(out, run_identity, adapter, module) if resume else None
+    if finished is not None:
+        return finished
 
     prepared_train = prepare_samples(adapter, calc, train_set, "train", progress)
     prepared_val = prepare_samples(adapter, calc, val_set, "val", progress) if val_set else None
@@ -192,14 +202,9 @@ def finetune(
     torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
     peft_model = apply_strategy(module, adapter, strategy, lora_rank, lora_alpha)
     trainable, total = parameter_counts(module)
-    hp = Hyperparameters(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         max_grad_norm=max_grad_norm, patience=patience, seed=seed, lora_rank=lora_rank,
-                         lora_alpha=lora_alpha, weights=weights)
     train_samples = make_samples(train_set, prepared_train, shifts, run_device)
     val_samples = make_samples(val_set, prepared_val, shifts, run_device) if val_set else None
     started = time.perf_counter()
-    run_identity = {"base_model": base_info["sha256"] or base_info["name"], "train_sha256": train_set.sha256(),
-                    "val_sha256": val_set.sha256() if val_set else None, "hyperparameters": dataclasses.asdict(hp)}
     outcome = run_training(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
                            callback=callback, run_identity=run_identity, batched=batched)
     elapsed = time.perf_counter() - started
@@ -253,6 +258,29 @@ def finetune(
     atomic_write_json(out / MANIFEST_NAME, manifest)
     _plot_learning_curve(report, out / "learning_curve.png")
     return report
+
+
+def _finished_run(out: Path, run_identity: dict[str, Any], adapter: Any, module: Any) -> FinetuneReport | None:
+    """The report of the run with this identity that finished in ``out``, its saved weights put into ``module`` as
+    training leaves them; None when there is none (no manifest, another run's, or a rerun of it under way)."""
+    try:
+        manifest = read_manifest(out)
+    except ModelUnavailable:
+        return None
+    base, data = manifest["base_model"], manifest["data"]
+    recorded = {"base_model": base["sha256"] or base["name"], "train_sha256": data["train"]["sha256"],
+                "val_sha256": data["val"]["sha256"] if data["val"] else None,
+                "hyperparameters": manifest["hyperparameters"]}
+    weights = out / manifest["weights_file"]
+    if recorded != json.loads(json.dumps(run_identity)) or not weights.is_file() \
+            or sha256_file(weights) != manifest["weights_sha256"]:
+        return None
+    log = json.loads((out / LOG_JSON).read_text())
+    if len(log) != manifest["report"]["epochs_run"]:  # the log is rewritten each epoch by a rerun under way
+        return None
+    apply_saved_weights(module, adapter, out, manifest["strategy"], manifest.get("lora"))
+    module.eval().requires_grad_(False)
+    return FinetuneReport(**{**manifest["report"], "out_dir": str(out)}, log=log, provenance=manifest["provenance"])
 
 
 def _plot_learning_curve(report: FinetuneReport, path: Path) -> None:
