@@ -82,3 +82,51 @@ def kill_training_at():
         return callback
 
     return make
+
+
+@pytest.fixture
+def assert_batched_forward_matches_per_frame():
+    """``check(calc, structures)``: the family adapter's one forward over all ``structures`` gives each its own
+    energy, forces and stress, and the same parameter gradients through them, as a forward per structure; the
+    calculator still gives what it gave before (the module runs unbatched there)."""
+    import numpy as np
+    import torch
+
+    from umlip_helpers.finetune.adapters import FamilyAdapter, adapter_for
+
+    def check(calc, structures) -> None:
+        adapter = adapter_for(calc)
+        assert type(adapter).predict_batch is not FamilyAdapter.predict_batch, "the family has no batched forward"
+        module = adapter.module(calc)
+        adapter.make_trainable(module)
+        params = [p for p in module.parameters() if p.requires_grad]
+        samples = [adapter.prepare(calc, atoms) for atoms in structures]
+        last = structures[-1].copy()
+        last.calc = calc
+        before = last.get_potential_energy(), last.get_forces()
+
+        def loss_and_grads(outputs):  # forces and stress enter the loss: the force graph must be kept
+            loss = sum(e + (f ** 2).sum() + (s ** 2).sum() for e, f, s in outputs)
+            return loss, torch.autograd.grad(loss, params, allow_unused=True)
+
+        single = [adapter.predict(module, sample, training=True) for sample in samples]
+        batched = adapter.predict_batch(module, samples, training=True)
+        assert len(batched) == len(single)
+        for one, together in zip(single, batched):
+            assert together[0].shape == () and together[1].shape == one[1].shape and together[2].shape == (6,)
+            for a, b in zip(one, together):
+                torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        (loss_1, grads_1), (loss_b, grads_b) = loss_and_grads(single), loss_and_grads(batched)
+        torch.testing.assert_close(loss_b, loss_1)
+        assert sum(g is not None for g in grads_1) > 0
+        for g1, gb in zip(grads_1, grads_b):
+            assert (g1 is None) == (gb is None)
+            if g1 is not None:  # float32 sums in another order: tolerance scaled to the tensor's largest entry
+                torch.testing.assert_close(gb, g1, rtol=1e-4, atol=1e-6 * max(1.0, float(g1.abs().max())))
+        module.zero_grad(set_to_none=True)
+        calc.reset()
+        after = last.get_potential_energy(), last.get_forces()
+        assert after[0] == pytest.approx(before[0], rel=1e-6)
+        np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+
+    return check

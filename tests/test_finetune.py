@@ -85,38 +85,15 @@ def test_lora_starts_at_the_base_model_and_stays_equivariant_unmerged_and_merged
     assert_equivariant(calc, atoms)
 
 
-def test_a_batched_forward_gives_each_frame_its_own_predictions_and_gradients(tiny_sevennet, ymno3_frames):
+def test_a_batched_forward_gives_each_frame_its_own_predictions_and_gradients(
+        tiny_sevennet, ymno3_frames, assert_batched_forward_matches_per_frame):
     calc = fresh(tiny_sevennet)
     smaller = ymno3_frames[1].atoms.copy()
     del smaller[[i for i in range(len(smaller)) if i % 3 == 0]]  # frames of different sizes
+    assert_batched_forward_matches_per_frame(calc, [ymno3_frames[0].atoms, smaller])
     adapter = adapter_for(calc)
-    module = adapter.module(calc)
-    adapter.make_trainable(module)
-    params = [p for p in module.parameters() if p.requires_grad]
-    samples = [adapter.prepare(calc, atoms) for atoms in (ymno3_frames[0].atoms, smaller)]
-    before = predict(calc, smaller)
-    assert not batched_by_default(adapter, module), "on CPU the trainer runs a forward per frame (measured faster)"
-
-    def loss_and_grads(outputs):  # forces and stress enter the loss: the force graph must be kept
-        loss = sum(e + (f ** 2).sum() + (s ** 2).sum() for e, f, s in outputs)
-        return loss, torch.autograd.grad(loss, params, allow_unused=True)
-
-    single = [adapter.predict(module, sample, training=True) for sample in samples]
-    batched = adapter.predict_batch(module, samples, training=True)
-    for one, together in zip(single, batched):
-        assert together[1].shape == one[1].shape and together[2].shape == one[2].shape == (6,)
-        for a, b in zip(one, together):
-            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-    (loss_1, grads_1), (loss_b, grads_b) = loss_and_grads(single), loss_and_grads(batched)
-    torch.testing.assert_close(loss_b, loss_1)
-    assert sum(g is not None for g in grads_1) > 0
-    for g1, gb in zip(grads_1, grads_b):
-        assert (g1 is None) == (gb is None)
-        if g1 is not None:
-            torch.testing.assert_close(gb, g1, rtol=1e-4, atol=1e-6)
-    after = predict(calc, smaller)  # the calculator runs the same module unbatched again
-    assert after[0] == pytest.approx(before[0], rel=1e-6)
-    np.testing.assert_allclose(after[1], before[1], atol=1e-6)
+    assert not batched_by_default(adapter, adapter.module(calc)), \
+        "on CPU the trainer runs a forward per frame (measured faster)"
 
 
 def test_finetune_output_loads_by_path_and_reproduces_the_trained_model(tiny_sevennet, ymno3_frames, tmp_path):

@@ -51,3 +51,11 @@ def test_lora_lowers_force_and_stress_errors_on_real_frames(name, ymno3_frames, 
     atoms.calc = loaded
     mae = np.abs(atoms.get_forces() - ymno3_frames[0].forces_ev_per_angstrom).mean()
     assert mae == pytest.approx(report.after["forces_mae_ev_per_angstrom"], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_chgnet_batched_forward_matches_a_forward_per_frame(ymno3_frames, assert_batched_forward_matches_per_frame):
+    smaller = ymno3_frames[1].atoms.copy()
+    del smaller[[i for i in range(len(smaller)) if i % 3 == 0]]  # frames of different sizes
+    assert_batched_forward_matches_per_frame(load_calculator("chgnet-0.3.0", device="cpu"),
+                                             [ymno3_frames[0].atoms, smaller])

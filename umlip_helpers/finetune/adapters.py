@@ -165,6 +165,15 @@ class CHGNetAdapter(FamilyAdapter):
         stress = _voigt(s)
         return energy, out["f"][0], stress
 
+    def predict_batch(self, module, samples, training):
+        from ase.units import GPa
+
+        module.train(training)
+        out = module(list(samples), task="efs")  # CHGNet batches a list of graphs itself
+        n_atoms = [sample.atomic_number.shape[0] for sample in samples]
+        energies = [e * n if module.is_intensive else e for e, n in zip(out["e"], n_atoms)]
+        return [(e, f, _voigt(s * GPa)) for e, f, s in zip(energies, out["f"], out["s"])]
+
 
 class MACEAdapter(E3nnFamilyAdapter):
     family = "mace"
@@ -188,6 +197,25 @@ class MACEAdapter(E3nnFamilyAdapter):
         stress = _voigt(s)
         n_atoms = int(batch["ptr"][1])
         return out["energy"][0] * e_unit, out["forces"][:n_atoms] * e_unit / l_unit, stress
+
+    def predict_batch(self, module, samples, training):
+        from mace.tools.torch_geometric import Batch, Data
+
+        fields = [sample["batch"].to_dict() for sample in samples]
+        if len(samples) == 1 or any(len(f["ptr"]) != 2 for f in fields):  # one structure, or padded for compile
+            return super().predict_batch(module, samples, training)
+        batch = Batch.from_data_list([Data(num_nodes=int(f["ptr"][1]), **{k: v for k, v in f.items()
+                                                                           if k not in ("batch", "ptr")})
+                                      for f in fields])
+        dtype = samples[0]["dtype"]
+        inputs = {k: v.to(dtype) if torch.is_tensor(v) and v.is_floating_point() else v
+                  for k, v in batch.to_dict().items()}
+        module.train(training)
+        out = module(inputs, compute_stress=True, training=training)
+        e_unit, l_unit = samples[0]["energy_to_ev"], samples[0]["length_to_angstrom"]
+        forces = torch.split(out["forces"] * e_unit / l_unit, torch.diff(batch["ptr"]).tolist())
+        stress = [_voigt(s * e_unit / l_unit ** 3) for s in out["stress"]]
+        return list(zip(out["energy"] * e_unit, forces, stress))
 
 
 class NequIPAdapter(E3nnFamilyAdapter):

@@ -85,8 +85,9 @@ def prepare_samples(adapter: FamilyAdapter, calc: Any, dataset: DFTDataset, labe
 def batched_by_default(adapter: FamilyAdapter, module: torch.nn.Module) -> bool:
     """Whether to run several frames per forward: when the family batches graphs (its adapter overrides
     ``predict_batch``) and on a GPU, where a step is bound by kernel launches (SevenNet-0 on an H100: 4x faster per
-    step at batch size 4, 15x at 16). Not on CPU, where a forward per frame was faster (0.74-0.94x batched, 1
-    thread) and holds one frame's graph at a time. See ``benchmarks/finetune_batching.py``."""
+    step at batch size 4, 15x at 16). Not on CPU, where batching gained nothing (1 thread, small cells and 37-atom
+    slabs: SevenNet-0 0.94x and 0.74x, CHGNet 0.3.0 1.07x and 0.79x) and a forward per frame holds one frame's graph
+    at a time. See ``benchmarks/finetune_batching.py``."""
     batches = type(adapter).predict_batch is not FamilyAdapter.predict_batch
     return batches and any(param.is_cuda for param in module.parameters())
 
