@@ -95,15 +95,15 @@ def assert_batched_forward_matches_per_frame():
     from umlip_helpers.finetune.adapters import FamilyAdapter, adapter_for
 
     def check(calc, structures) -> None:
+        last = structures[-1].copy()
+        last.calc = calc
+        before = last.get_potential_energy(), last.get_forces()  # some calculators freeze the weights here
         adapter = adapter_for(calc)
         assert type(adapter).predict_batch is not FamilyAdapter.predict_batch, "the family has no batched forward"
         module = adapter.module(calc)
         adapter.make_trainable(module)
         params = [p for p in module.parameters() if p.requires_grad]
         samples = [adapter.prepare(calc, atoms) for atoms in structures]
-        last = structures[-1].copy()
-        last.calc = calc
-        before = last.get_potential_energy(), last.get_forces()
 
         def loss_and_grads(outputs):  # forces and stress enter the loss: the force graph must be kept
             loss = sum(e + (f ** 2).sum() + (s ** 2).sum() for e, f, s in outputs)

@@ -133,10 +133,15 @@ def test_full_finetuning_trains_a_model_its_calculator_froze(tiny_model, ymno3_f
                                atol=1e-6)
 
 
-def test_mace_batched_forward_matches_a_forward_per_frame(ymno3_frames, tmp_path,
-                                                         assert_batched_forward_matches_per_frame):
-    pytest.importorskip("mace")
-    path = get_family("mace").build_tiny(tmp_path / "tiny", ["Y", "Mn", "O"])
+@pytest.mark.parametrize("family, package, build_options", [
+    ("mace", "mace", {}), ("nequip", "nequip", {"architecture": "nequip"}),
+    ("nequip", "allegro", {"architecture": "allegro"}), ("fairchem", "fairchem.core", {}),
+    ("upet", "metatrain", {"form": "checkpoint"})],
+    ids=["mace", "nequip", "allegro", "uma", "pet"])
+def test_batched_forward_matches_a_forward_per_frame(family, package, build_options, ymno3_frames, tmp_path,
+                                                     assert_batched_forward_matches_per_frame):
+    pytest.importorskip(package)
+    path = get_family(family).build_tiny(tmp_path / "tiny", ["Y", "Mn", "O"], **build_options)
     smaller = ymno3_frames[1].atoms.copy()
     del smaller[[i for i in range(len(smaller)) if i % 3 == 0]]  # frames of different sizes
     assert_batched_forward_matches_per_frame(load_calculator(path, device="cpu"), [ymno3_frames[0].atoms, smaller])

@@ -239,6 +239,19 @@ class NequIPAdapter(E3nnFamilyAdapter):
         stress = _voigt(s)
         return out["total_energy"].reshape(()) * e_unit, out["forces"] * e_unit / l_unit, stress
 
+    def predict_batch(self, module, samples, training):
+        from nequip.data import AtomicDataDict
+
+        if len(samples) == 1:
+            return [self.predict(module, samples[0], training)]
+        data = AtomicDataDict.batched_from_list([dict(sample["data"]) for sample in samples])
+        module.train(training)
+        out = module(data)
+        e_unit, l_unit = samples[0]["energy_to_ev"], samples[0]["length_to_angstrom"]
+        forces = torch.split(out["forces"] * e_unit / l_unit, data["num_atoms"].tolist())
+        stress = [_voigt(s.reshape(3, 3) * e_unit / l_unit ** 3) for s in out["stress"]]
+        return list(zip(out["total_energy"].reshape(-1) * e_unit, forces, stress))
+
 
 def _voigt(s: torch.Tensor) -> torch.Tensor:
     """(xx, yy, zz, yz, xz, xy) of the symmetric part of a 3x3 stress, as ASE's ``full_3x3_to_voigt_6_stress``
@@ -302,17 +315,25 @@ class FairChemAdapter(FamilyAdapter):
         return {"data": data, "tasks": tasks}
 
     def predict(self, module, sample, training):
-        data = sample["data"].clone()  # the backbone writes into its input
+        return self.predict_batch(module, [sample], training)[0]
+
+    def predict_batch(self, module, samples, training):
+        from fairchem.core.datasets.atomic_data import atomicdata_list_to_batch
+
+        # the backbone writes into its input: batch copies
+        data = atomicdata_list_to_batch([sample["data"].clone() for sample in samples])
         module.train(training)  # the EFS head keeps the force graph (create_graph) only in training mode
         out = module(data)
         values = {}
         for prop in ("energy", "forces", "stress"):
-            task = module.tasks[sample["tasks"][prop]]
+            task = module.tasks[samples[0]["tasks"][prop]]
             value = task.normalizer.denorm(out[task.name][task.property])
             if task.element_references is not None:
                 value = task.element_references.undo_refs(data, value)
             values[prop] = value
-        return values["energy"].reshape(()), values["forces"], _voigt(values["stress"].reshape(3, 3))
+        forces = torch.split(values["forces"], data.natoms.tolist())
+        stress = [_voigt(s.reshape(3, 3)) for s in values["stress"].reshape(len(samples), 9)]
+        return list(zip(values["energy"].reshape(-1), forces, stress))
 
 
 class UPETAdapter(FamilyAdapter):
@@ -351,26 +372,32 @@ class UPETAdapter(FamilyAdapter):
         return {"system": system, "energy_key": calc._energy_key}
 
     def predict(self, module, sample, training):
+        return self.predict_batch(module, [sample], training)[0]
+
+    def predict_batch(self, module, samples, training):
         import metatensor.torch as mts
         from metatomic.torch import ModelOutput, System, register_autograd_neighbors
 
-        system = sample["system"]
-        positions = system.positions.detach().clone().requires_grad_(True)
-        strain = torch.eye(3, dtype=positions.dtype, device=positions.device, requires_grad=True)
-        strained = System(types=system.types, positions=positions @ strain, cell=system.cell @ strain,
-                          pbc=system.pbc)
-        for options in system.known_neighbor_lists():
-            neighbors = mts.detach_block(system.get_neighbor_list(options))
-            register_autograd_neighbors(strained, neighbors)
-            strained.add_neighbor_list(options, neighbors)
+        strained, positions, strains = [], [], []
+        for sample in samples:  # forces and stress are gradients with respect to positions and a strain
+            system = sample["system"]
+            positions.append(system.positions.detach().clone().requires_grad_(True))
+            strains.append(torch.eye(3, dtype=positions[-1].dtype, device=positions[-1].device, requires_grad=True))
+            strained.append(System(types=system.types, positions=positions[-1] @ strains[-1],
+                                   cell=system.cell @ strains[-1], pbc=system.pbc))
+            for options in system.known_neighbor_lists():
+                neighbors = mts.detach_block(system.get_neighbor_list(options))
+                register_autograd_neighbors(strained[-1], neighbors)
+                strained[-1].add_neighbor_list(options, neighbors)
         # metatrain's PET adds its per-element energies and output scales in eval mode only: always evaluate
         module.eval()
-        key = sample["energy_key"]
-        out = module([strained], {key: ModelOutput(unit="eV", sample_kind="system")})
-        energy = out[key].block().values.reshape(())
-        grad_positions, grad_strain = torch.autograd.grad(energy, [positions, strain], create_graph=training)
-        volume = torch.abs(torch.linalg.det(system.cell))
-        return energy, -grad_positions, _voigt(grad_strain / volume)
+        key = samples[0]["energy_key"]
+        out = module(strained, {key: ModelOutput(unit="eV", sample_kind="system")})
+        energies = out[key].block().values.reshape(-1)
+        grads = torch.autograd.grad(energies.sum(), positions + strains, create_graph=training)
+        volumes = [torch.abs(torch.linalg.det(sample["system"].cell)) for sample in samples]
+        return [(energy, -grad_positions, _voigt(grad_strain / volume)) for energy, grad_positions, grad_strain, volume
+                in zip(energies, grads[:len(samples)], grads[len(samples):], volumes)]
 
 
 ADAPTERS: dict[str, FamilyAdapter] = {a.family: a for a in (SevenNetAdapter(), CHGNetAdapter(), MACEAdapter(),
