@@ -92,6 +92,9 @@ def test_resume_after_torn_writes_repeats_the_uninterrupted_run(tmp_path, ensemb
         handle.write("21,0.042,-1.2")
     with pytest.raises(UmlipError, match="resume=True"):
         run_md(copper(), EMT(), steps=40, out_dir=tmp_path / "split", **kwargs)
+    with pytest.raises(UmlipError, match=r"another run: seed, timestep_fs differ \(saved seed=3; timestep_fs=2.0"):
+        run_md(copper(), EMT(), steps=40, out_dir=tmp_path / "split", resume=True, **{**kwargs, "seed": 4,
+                                                                                     "timestep_fs": 1.0})
     resumed = run_md(copper(), EMT(), steps=40, out_dir=tmp_path / "split", resume=True, **kwargs)
     assert resumed.resumed_from_step == 20 and resumed.steps_this_session == 20
 

@@ -184,7 +184,7 @@ def test_periodic_resumes_from_its_saved_state(sevennet0, tmp_path):
         atoms.calc = run.calculator()
         energies.append(atoms.get_potential_energy())
     assert energies[0] == pytest.approx(energies[1], abs=1e-6)
-    with pytest.raises(Exception, match="cannot resume with different settings"):
+    with pytest.raises(Exception, match="belongs to another run: .*differ"):
         periodic_finetune(cu_cell(), sevennet0, EMT(), 2, interval_steps=20, out_dir=tmp_path, resume=True,
                           progress=False)
 

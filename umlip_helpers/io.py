@@ -127,8 +127,8 @@ def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "
     """The rows (by ``key``) that an interrupted run wrote to ``path``; {} if there is no such file.
 
     ``record`` is this run's :func:`provenance`. An earlier file with another model or other parameters, or one
-    that is not JSON, raises an UmlipError naming the file (and the fields that differ, with both values), so that
-    rows of two settings are never mixed. The same rule as the trainer's ``check_same_run`` for checkpoints.
+    that is not JSON, raises an UmlipError naming the file (and the fields that differ, with both values:
+    :func:`check_same_settings`), so that rows of two settings are never mixed.
     """
     path = Path(path)
     if not path.is_file():
@@ -137,15 +137,24 @@ def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "
         earlier = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UmlipError(f"{path}: cannot resume, it is not JSON ({error}); move it away to start afresh") from None
-    for field in ("model", "parameters"):
-        before, now = earlier.get("provenance", {}).get(field, {}), to_jsonable(record[field])
-        differing = sorted(name for name in set(before) | set(now) if before.get(name) != now.get(name))
-        if differing:
-            raise UmlipError(f"{path}: cannot resume a run with other settings; provenance {field} differs in "
-                             f"{', '.join(differing)} (was " + "; ".join(f"{n}={before.get(n)!r}" for n in differing)
-                             + ", now " + "; ".join(f"{n}={now.get(n)!r}" for n in differing)
-                             + "); move the file away to start afresh")
+    saved = earlier.get("provenance", {})
+    check_same_settings(path, {f"{field}.{name}": value for field in ("model", "parameters")
+                          for name, value in saved.get(field, {}).items()},
+                   {f"{field}.{name}": value for field in ("model", "parameters")
+                    for name, value in to_jsonable(record[field]).items()}, "move the file away to start afresh")
     return {row[key]: row for row in earlier.get("systems", [])}
+
+
+def check_same_settings(path: str | os.PathLike, saved: dict[str, Any], current: dict[str, Any],
+                        remedy: str) -> None:
+    """Refuse to continue the run saved at ``path`` with other settings: an UmlipError naming each field of
+    ``saved`` and ``current`` that differs, with both values, and ``remedy``. A resume never mixes two runs."""
+    saved, current = to_jsonable(saved), to_jsonable(current)
+    differ = sorted(k for k in saved.keys() | current.keys() if saved.get(k) != current.get(k))
+    if differ:
+        raise UmlipError(f"{path} belongs to another run: {', '.join(differ)} differ (saved "
+                         + "; ".join(f"{k}={saved.get(k)!r}" for k in differ) + ", this run "
+                         + "; ".join(f"{k}={current.get(k)!r}" for k in differ) + f"); {remedy}")
 
 
 def save_notebook_results(path: str | os.PathLike | None, summary: dict[str, Any]) -> dict[str, Any]:

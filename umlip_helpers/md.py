@@ -26,7 +26,7 @@ from ase import Atoms, units
 
 from .analysis import closest_pair, neighbor_pairs
 from .errors import UmlipError, UnstableStructure
-from .io import atomic_write_json, atomic_write_text, provenance
+from .io import atomic_write_json, atomic_write_text, check_same_settings, provenance
 from .models import check_elements
 from .results import Result
 
@@ -379,9 +379,8 @@ def run_md(
         frame = _last_frame(traj_path) if resume else None
         if frame is not None:
             saved = json.loads(run_path.read_text()) if run_path.is_file() else {}
-            changed = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k, v) != v}
-            if changed:
-                raise UmlipError(f"{run_path}: cannot resume with different settings (was, now): {changed}")
+            check_same_settings(run_path, {k: saved.get(k, v) for k, v in settings.items()}, settings,
+                           "pass overwrite=True to start again")  # a setting an older run did not record: as now
             if not np.array_equal(frame.numbers, work.numbers):
                 raise UmlipError(f"{traj_path}: its frames hold {frame.get_chemical_formula()}, but the structure "
                                  f"given is {work.get_chemical_formula()}")

@@ -30,7 +30,7 @@ import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import UmlipError, UnstableStructure
-from ..io import atomic_write_json, provenance
+from ..io import atomic_write_json, check_same_settings, provenance
 from ..parents import Parent, parent_info, parent_label, parent_single_point
 from ..results import Result
 
@@ -421,8 +421,7 @@ def periodic_finetune(
     seconds, steps, work = {"md": 0.0, "parent": 0.0, "fit": 0.0}, 0, atoms.copy()
     if resume and state_path.is_file():
         state = json.loads(state_path.read_text())
-        if state["settings"] != json.loads(json.dumps(settings)):
-            raise UmlipError(f"{state_path}: cannot resume with different settings ({state['settings']} != {settings})")
+        check_same_settings(state_path, state["settings"], settings, "choose another out_dir to start afresh")
         labels = list(read_dataset(labels_path, require=("energy", "forces")))
         origin, sampled_by, steps, seconds = state["origin"], state["sampled_by_fit"], state["steps"], state["seconds"]
         work = read(last_path)

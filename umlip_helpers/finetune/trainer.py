@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..io import check_same_settings
 from .adapters import FamilyAdapter
 from .strategies import load_trainable_state, trainable_state
 
@@ -313,17 +314,13 @@ def train(
 
 def check_same_run(checkpoint: Path, saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
     """Refuse to resume ``checkpoint`` for a run that differs from the one that wrote it."""
-    if current is None or saved == current:
+    if current is None:
         return
     if saved is None:
         raise UmlipError(f"{checkpoint} records no run identity (written by an older umlip_helpers), so resuming it "
                          "cannot be checked against this run's data and hyperparameters; choose a new output "
                          "directory or delete the checkpoint")
-    differ = sorted(key for key in saved.keys() | current.keys() if saved.get(key) != current.get(key))
-    raise UmlipError(f"{checkpoint} belongs to another run: {', '.join(differ)} differ (checkpoint "
-                     + "; ".join(f"{key}={saved.get(key)!r}" for key in differ) + ", this run "
-                     + "; ".join(f"{key}={current.get(key)!r}" for key in differ)
-                     + "); choose a new output directory or delete the checkpoint")
+    check_same_settings(checkpoint, saved, current, "choose a new output directory or delete the checkpoint")
 
 
 def align_energies(dataset: DFTDataset, base_predictions: list[dict[str, np.ndarray]]) -> dict[str, float]:
