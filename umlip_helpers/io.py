@@ -137,11 +137,13 @@ def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "
         earlier = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise UmlipError(f"{path}: cannot resume, it is not JSON ({error}); move it away to start afresh") from None
-    saved = earlier.get("provenance", {})
-    check_same_settings(path, {f"{field}.{name}": value for field in ("model", "parameters")
-                          for name, value in saved.get(field, {}).items()},
-                   {f"{field}.{name}": value for field in ("model", "parameters")
-                    for name, value in to_jsonable(record[field]).items()}, "move the file away to start afresh")
+
+    def settings(record: dict[str, Any]) -> dict[str, Any]:  # {"model.name": ..., "parameters.fmax": ...}
+        return {f"{field}.{name}": value for field in ("model", "parameters")
+                for name, value in record.get(field, {}).items()}
+
+    check_same_settings(path, settings(earlier.get("provenance", {})), settings(to_jsonable(record)),
+                        "move the file away to start afresh")
     return {row[key]: row for row in earlier.get("systems", [])}
 
 

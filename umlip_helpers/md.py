@@ -379,8 +379,9 @@ def run_md(
         frame = _last_frame(traj_path) if resume else None
         if frame is not None:
             saved = json.loads(run_path.read_text()) if run_path.is_file() else {}
+            # a setting that an older run did not record counts as unchanged
             check_same_settings(run_path, {k: saved.get(k, v) for k, v in settings.items()}, settings,
-                           "pass overwrite=True to start again")  # a setting an older run did not record: as now
+                                "pass overwrite=True to start again")
             if not np.array_equal(frame.numbers, work.numbers):
                 raise UmlipError(f"{traj_path}: its frames hold {frame.get_chemical_formula()}, but the structure "
                                  f"given is {work.get_chemical_formula()}")

@@ -20,8 +20,7 @@ from tqdm.auto import tqdm
 
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..io import check_same_settings
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
 from .adapters import FamilyAdapter
 from .strategies import load_trainable_state, trainable_state
 
