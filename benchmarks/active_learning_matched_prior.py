@@ -31,7 +31,7 @@ The prior of ``…_full_size_pretraining*.json`` and ``…_tuning*.json`` was tr
 kept in git; each JSON's provenance records its prior's weights hash and training):
 
     python benchmarks/active_learning_matched_prior.py --path-frames 1000 --epochs 20 \
-        --prior-dir runs/matched_prior_path1000_e20              # 20 epochs of 392 s on 2 cores, 65 s on an H100
+        --prior-dir runs/matched_prior_path1000_e20              # 20 epochs of 392-621 s on 2 cores, 65 s on an H100
     python benchmarks/active_learning_matched_prior.py --pretraining full --path-frames 8 --epochs 8 --lr 1e-3 \
         --start-from runs/matched_prior_path1000_e20 --prior-dir runs/matched_prior_full_path8_c_down \
         --first-parent-call prior_minimum                                # 8 epochs of 244 s
