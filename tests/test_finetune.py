@@ -165,6 +165,9 @@ def test_resuming_a_finished_run_returns_its_report_and_weights_without_redoing_
     with pytest.raises(UmlipError, match="another run: hyperparameters differ"):
         finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path, resume=True,
                  **{**options, "lr": 0.01})
+    (tmp_path / "training_log.json").unlink()  # a run dir missing a file: the reports are recomputed, no crash
+    redone = finetune(fresh(tiny_sevennet), ymno3_frames[:2], ymno3_frames[2:3], out=tmp_path, resume=True, **options)
+    assert manifest.stat().st_mtime_ns != written and redone.after == pytest.approx(first.after)
 
 
 @pytest.mark.parametrize("strategy", ["head", "full"])

@@ -273,7 +273,7 @@ def _finished_run(out: Path, run_identity: dict[str, Any], adapter: Any, module:
                 "hyperparameters": manifest["hyperparameters"]}
     weights = out / manifest["weights_file"]
     if recorded != json.loads(json.dumps(run_identity)) or not weights.is_file() \
-            or sha256_file(weights) != manifest["weights_sha256"]:
+            or sha256_file(weights) != manifest["weights_sha256"] or not (out / LOG_JSON).is_file():
         return None
     log = json.loads((out / LOG_JSON).read_text())
     if len(log) != manifest["report"]["epochs_run"]:  # the log is rewritten each epoch by a rerun under way
