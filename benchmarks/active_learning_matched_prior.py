@@ -69,7 +69,7 @@ from umlip_helpers.active.online import Query  # noqa: E402
 from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_only, fraction_within,  # noqa: E402
                                           pretraining_frames, prior_force_error, tilted_molecule_frames)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
-from umlip_helpers.finetune.io import load_finetuned, read_manifest  # noqa: E402
+from umlip_helpers.models import load_finetuned, read_manifest  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance, rows_to_resume  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402

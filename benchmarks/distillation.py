@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 from umlip_helpers.data import read_dataset  # noqa: E402
 from umlip_helpers.distill import generate_configurations, label_with, md_speed, train_student  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, model_info, provenance  # noqa: E402
 from umlip_helpers.metrics import evaluate  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 
@@ -99,8 +99,8 @@ def main(argv=None) -> dict:
     for architecture in args.students.split(","):
         trainings[architecture] = train_student(labels, workdir / f"student_{architecture}", architecture=architecture,
                                                 epochs=settings["student_epochs"], seed=args.seed, device=device,
-                                                teacher={"name": teacher.umlip_info["name"],
-                                                         "sha256": teacher.umlip_info["sha256"]})
+                                                teacher={"name": model_info(teacher).name,
+                                                         "sha256": model_info(teacher).sha256})
         students[architecture] = load_calculator(trainings[architecture].path, device=device)
 
     accuracy = {"teacher": evaluate(teacher, test)}
@@ -143,7 +143,7 @@ def main(argv=None) -> dict:
             "system": f"{systems['unit_cell'].get_chemical_formula()} ({len(systems['unit_cell'])} atoms), NVT MD",
         },
         "teacher": {"base": args.teacher_base, "strategy": settings["teacher_strategy"],
-                    "n_train_frames": len(teacher_train), "sha256": teacher.umlip_info["sha256"],
+                    "n_train_frames": len(teacher_train), "sha256": model_info(teacher).sha256,
                     "force_mae_vs_dft_ev_per_angstrom": teacher_force,
                     "energy_mae_vs_dft_mev_per_atom": accuracy["teacher"].energy_mae_mev_per_atom,
                     "stress_mae_vs_dft_gpa": accuracy["teacher"].stress_mae_gpa,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active.systems import other_full_size_slabs, pretraining_structures, rattle_free_metal  # noqa
 from umlip_helpers.data import DFTDataset, LabelledFrame  # noqa: E402
-from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
+from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.trainer import LossWeights, accumulate_gradients, make_samples  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402

@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 from umlip_helpers.data import read_dataset  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
-from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
+from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.trainer import (CHECKPOINT_NAME, errors, peak_memory_mb, predict_all,  # noqa: E402
                                            prepare_samples)
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
@@ -118,9 +118,9 @@ def step_cost(name: str, atoms, device: str) -> dict:
 
 def fused_slices_speedup(name: str, atoms, device: str, repeats: int = 2) -> dict:
     """One training step (forward + force/stress loss backward) with e3nn's generated code as it is, and after
-    :func:`~umlip_helpers.finetune.e3nn_fx.fuse_block_slices` (which the adapter applies): the time ratio,
+    :func:`~umlip_helpers.models.e3nn_fx.fuse_block_slices` (which the adapter applies): the time ratio,
     interleaved so both see the same machine load."""
-    from umlip_helpers.finetune.adapters import FamilyAdapter
+    from umlip_helpers.models import FamilyAdapter
 
     modules = {}
     for label in ("as_is", "fused"):
@@ -189,9 +189,9 @@ def main(argv=None) -> dict:
                               batch_size=profile["batch_size"], patience=profile["patience"], device=args.device,
                               resume=args.resume and (out / CHECKPOINT_NAME).is_file())
             tuned = load_calculator(out, device=args.device)
-            tuned_adapter = adapter_for(tuned.umlip_base)
-            tuned_test = predict_all(tuned_adapter, tuned_adapter.module(tuned.umlip_base),
-                                     prepare_samples(tuned_adapter, tuned.umlip_base, test, "test"), "fine-tuned")
+            tuned_adapter = adapter_for(tuned.inner)
+            tuned_test = predict_all(tuned_adapter, tuned_adapter.module(tuned.inner),
+                                     prepare_samples(tuned_adapter, tuned.inner, test, "test"), "fine-tuned")
             before = errors(test, base_test, report.base_energy_shifts_ev)
             after = errors(test, tuned_test, report.energy_shifts_ev)
             rows.append({

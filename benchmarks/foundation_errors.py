@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from umlip_helpers.data import read_dataset
-from umlip_helpers.io import atomic_write_json, provenance
+from umlip_helpers.io import atomic_write_json, model_info, provenance
 from umlip_helpers.metrics import evaluate
 from umlip_helpers.models import MODELS, load_calculator, model_status
 
@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
         calc = load_calculator(name, device="auto", threads=args.threads)
         result = evaluate(calc, dataset)
         rows.append({**result.summary(), "energy_shifts_ev": result.energy_shifts_ev,
-                     "checkpoint_sha256": calc.umlip_info["sha256"]})
+                     "checkpoint_sha256": model_info(calc).sha256})
         print({k: rows[-1][k] for k in ("model", "force_mae_ev_per_angstrom", "stress_mae_gpa",
                                         "energy_offset_mev_per_atom", "seconds_per_frame")}, flush=True)
     base_time = rows[0]["seconds_per_frame"]

@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ase.build import bulk  # noqa: E402
 
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, model_info, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent, gpaw_parent  # noqa: E402
 from umlip_helpers.properties.defects import compare_to_reference, literature_values  # noqa: E402
@@ -90,7 +90,7 @@ def main(argv=None) -> dict:
             "finetune_best_epoch": result.finetune_report.best_epoch,
             "x_and_l_against_experiment": experiment,
             "wall_s": wall,
-            "model": calc.umlip_info,
+            "model": model_info(calc).to_dict(),
         }
         print(f"{name}: frequency MAE vs {args.parent} {result.frequency_mae_thz_base:.3f} -> "
               f"{result.frequency_mae_thz_finetuned:.3f} THz (ratio {result.mae_ratio_finetuned_over_base:.3f}); "

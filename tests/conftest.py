@@ -93,7 +93,7 @@ def assert_batched_forward_matches_per_frame(ymno3_frames):
     import numpy as np
     import torch
 
-    from umlip_helpers.finetune.adapters import FamilyAdapter, adapter_for
+    from umlip_helpers.models import FamilyAdapter, adapter_for
 
     smaller = ymno3_frames[1].atoms.copy()
     del smaller[[i for i in range(len(smaller)) if i % 3 == 0]]

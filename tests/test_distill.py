@@ -15,6 +15,7 @@ from umlip_helpers.distill import (DistillationResult, distill, generate_configu
                                    train_student)
 from umlip_helpers.data import random_split, read_dataset
 from umlip_helpers.errors import DataValidationError, UnsupportedElements
+from umlip_helpers.io import model_info
 from umlip_helpers.metrics import evaluate
 from umlip_helpers.models import get_family, load_calculator
 
@@ -72,9 +73,9 @@ def test_student_is_faster_and_about_as_accurate_as_the_teacher(distilled):
 def test_student_round_trip_through_load_calculator(distilled):
     teacher, result = distilled
     student = load_calculator(result.student_path, device="cpu")
-    assert student.umlip_info["family"] == "mace"
+    assert model_info(student).family == "mace"
     sidecar = json.loads(open(result.student_path.rsplit(".", 1)[0] + ".json").read())
-    assert sidecar["teacher"]["sha256"] == teacher.umlip_info["sha256"]
+    assert sidecar["teacher"]["sha256"] == model_info(teacher).sha256
     assert sidecar["data"]["train"]["n_frames"] + sidecar["data"]["val"]["n_frames"] == result.n_configurations
     # the reloaded file reproduces the trained module's in-memory errors on the validation labels
     labels = read_dataset(Path(result.student_path).parent / "teacher_labels.extxyz")
@@ -98,13 +99,13 @@ def test_sevennet_student_trains_and_loads(copper, tmp_path):
     first, last = report.log[0]["train_forces_rmse"], report.log[-1]["train_forces_rmse"]
     assert last < 0.9 * first, report.log
     calc = load_calculator(report.path, device="cpu")
-    assert calc.umlip_info["family"] == "sevennet"
+    assert model_info(calc).family == "sevennet"
     again = evaluate(calc, data, progress=False)
     assert again.force_mae_ev_per_angstrom == pytest.approx(report.force_mae_vs_labels_ev_per_angstrom, rel=1e-4)
 
 
 def test_md_speed_ranks_a_cheap_and_an_expensive_calculator(copper, tmp_path):
-    tiny = load_calculator(get_family("mace").build_tiny(tmp_path / "tiny.model", ["Cu"]), device="cpu")
+    tiny = load_calculator(get_family("mace").build(tmp_path / "tiny.model", ["Cu"]), device="cpu")
     speed = md_speed({"mace-tiny": tiny, "emt": EMT()}, copper, steps_per_round=3, rounds=1, progress=False)
     assert speed.speedup["mace-tiny"] == 1.0
     assert speed.speedup["emt"] > 1.0, speed.ms_per_step  # EMT is analytic: far cheaper than any network
@@ -117,7 +118,7 @@ def test_bad_input_is_named(copper, tmp_path):
         train_student(label_with(EMT(), [copper], progress=False)[:0], tmp_path / "empty")
     with pytest.raises(ValueError, match="architecture"):
         train_student(label_with(EMT(), [copper], progress=False), tmp_path / "bad", architecture="allegro")
-    copper_only = load_calculator(get_family("mace").build_tiny(tmp_path / "cu.model", ["Cu"]), device="cpu")
+    copper_only = load_calculator(get_family("mace").build(tmp_path / "cu.model", ["Cu"]), device="cpu")
     nickel = bulk("Ni", "fcc", a=3.52, cubic=True)
     with pytest.raises(UnsupportedElements, match="Ni"):
         distill(copper_only, [copper, nickel], tmp_path / "out")

@@ -15,7 +15,8 @@ pytest.importorskip("peft")
 from umlip_helpers.data import DFTDataset, LabelledFrame, shift_for  # noqa: E402
 from umlip_helpers.errors import DataValidationError, ModelUnavailable, UmlipError, UnsupportedElements  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
-from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
+from umlip_helpers.io import model_info  # noqa: E402
+from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
 from umlip_helpers.finetune.trainer import batched_by_default  # noqa: E402
 from umlip_helpers.models import MANIFEST_NAME, get_family, load_calculator  # noqa: E402
@@ -23,7 +24,7 @@ from umlip_helpers.models import MANIFEST_NAME, get_family, load_calculator  # n
 
 @pytest.fixture(scope="module")
 def tiny_sevennet(tmp_path_factory):
-    return get_family("sevennet").build_tiny(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
+    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
 
 
 def fresh(tiny_sevennet):
@@ -100,7 +101,7 @@ def test_finetune_output_loads_by_path_and_reproduces_the_trained_model(tiny_sev
     report = finetune(calc, ymno3_frames[:2], ymno3_frames[2:3], strategy="lora", out=out, epochs=2, batch_size=1,
                       lr=0.02, progress=False)
     manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["strategy"] == "lora" and manifest["base_model"]["sha256"] == calc.umlip_info["sha256"]
+    assert manifest["strategy"] == "lora" and manifest["base_model"]["sha256"] == model_info(calc).sha256
     assert (out / "adapter_model.safetensors").is_file() and (out / "learning_curve.png").is_file()
     assert manifest["data"]["train"]["sha256"] == ymno3_frames[:2].sha256()
     assert 0 < report.trainable_fraction < 1 and report.epochs_run == 2  # SevenNet-0: <= 5% (test_finetune_real)
@@ -210,12 +211,12 @@ def test_a_finetuned_model_can_be_finetuned_again(tiny_sevennet, ymno3_frames, t
     finetune(fresh(tiny_sevennet), ymno3_frames[:2], None, strategy="head", out=tmp_path / "first", epochs=1,
              batch_size=2, lr=0.01, progress=False)
     first = load_calculator(tmp_path / "first", device="cpu")
-    assert not any(p.requires_grad for p in first.model.parameters())
-    before = {k: v.clone() for k, v in first.model.state_dict().items()}
+    assert not any(p.requires_grad for p in first.inner.model.parameters())
+    before = {k: v.clone() for k, v in first.inner.model.state_dict().items()}
     report = finetune(first, ymno3_frames[2:4], None, strategy="full", out=tmp_path / "second", epochs=1,
                       batch_size=2, lr=0.01, progress=False)
     assert 0.9 < report.trainable_fraction < 1
-    changed = {k for k, v in first.model.state_dict().items() if not torch.equal(v, before[k])}
+    changed = {k for k, v in first.inner.model.state_dict().items() if not torch.equal(v, before[k])}
     assert {k.split(".")[0] for k in changed} - set(adapter_for(first).head_modules)
     assert not [k for k in changed if k.endswith("denominator")]
     expected = predict(first, ymno3_frames[4].atoms)[1]

@@ -1,4 +1,4 @@
-"""The slice fusion of e3nn's generated code (finetune.e3nn_fx): same numbers and gradients, fewer zero fills."""
+"""The slice fusion of e3nn's generated code (models.e3nn_fx): same numbers and gradients, fewer zero fills."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ torch = pytest.importorskip("torch")
 from ase.build import bulk  # noqa: E402
 pytest.importorskip("sevenn")
 
-from umlip_helpers.finetune.adapters import FamilyAdapter, adapter_for  # noqa: E402
-from umlip_helpers.finetune.e3nn_fx import fuse_block_slices  # noqa: E402
+from umlip_helpers.models import FamilyAdapter, adapter_for  # noqa: E402
+from umlip_helpers.models.e3nn_fx import fuse_block_slices  # noqa: E402
 from umlip_helpers.models import get_family, load_calculator  # noqa: E402
 
 
@@ -20,7 +20,7 @@ TINY = {"sevennet": ("sevenn", {}), "mace": ("mace", {}), "nequip": ("nequip", {
 def tiny_model(request, tmp_path_factory):
     package, options = TINY[request.param]
     pytest.importorskip(package)
-    return get_family(request.param).build_tiny(tmp_path_factory.mktemp(request.param) / "tiny", ["Y", "Mn", "O"],
+    return get_family(request.param).build(tmp_path_factory.mktemp(request.param) / "tiny", ["Y", "Mn", "O"],
                                                 seed=2, **options)
 
 

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
-from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
+from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
 from umlip_helpers.models import get_family, load_calculator  # noqa: E402
 
@@ -25,7 +25,7 @@ def tiny_model(request, tmp_path_factory):
     """(model file, load options) of a tiny random model of an equivariant family."""
     package, build_options, load_options = FAMILIES[request.param]
     pytest.importorskip(package)
-    path = get_family(request.param).build_tiny(tmp_path_factory.mktemp(request.param) / "tiny", ["Y", "Mn", "O"],
+    path = get_family(request.param).build(tmp_path_factory.mktemp(request.param) / "tiny", ["Y", "Mn", "O"],
                                                 **build_options)
     return path, load_options
 
@@ -34,7 +34,7 @@ def tiny_model(request, tmp_path_factory):
 def tiny_uma(tmp_path_factory):
     """(model file, load options) of a tiny random UMA (eSCN-MD)."""
     pytest.importorskip("fairchem.core")
-    return get_family("fairchem").build_tiny(tmp_path_factory.mktemp("uma") / "tiny", ["Y", "Mn", "O"]), \
+    return get_family("fairchem").build(tmp_path_factory.mktemp("uma") / "tiny", ["Y", "Mn", "O"]), \
         FAMILIES["fairchem"][2]
 
 
@@ -42,7 +42,7 @@ def tiny_uma(tmp_path_factory):
 def tiny_pet(tmp_path_factory):
     """A tiny random PET as a metatrain checkpoint (the trainable form)."""
     pytest.importorskip("metatrain")
-    return get_family("upet").build_tiny(tmp_path_factory.mktemp("upet") / "tiny", ["Y", "Mn", "O"],
+    return get_family("upet").build(tmp_path_factory.mktemp("upet") / "tiny", ["Y", "Mn", "O"],
                                          form="checkpoint"), {}
 
 
@@ -141,13 +141,13 @@ def test_full_finetuning_trains_a_model_its_calculator_froze(tiny_model, ymno3_f
 def test_batched_forward_matches_a_forward_per_frame(family, package, build_options, tmp_path,
                                                      assert_batched_forward_matches_per_frame):
     pytest.importorskip(package)
-    path = get_family(family).build_tiny(tmp_path / "tiny", ["Y", "Mn", "O"], **build_options)
+    path = get_family(family).build(tmp_path / "tiny", ["Y", "Mn", "O"], **build_options)
     assert_batched_forward_matches_per_frame(load_calculator(path, device="cpu"))
 
 
 def test_allegro_takes_head_and_full_but_refuses_lora_clearly(ymno3_frames, tmp_path):
     pytest.importorskip("allegro")
-    path = get_family("nequip").build_tiny(tmp_path / "allegro", ["Y", "Mn", "O"], architecture="allegro")
+    path = get_family("nequip").build(tmp_path / "allegro", ["Y", "Mn", "O"], architecture="allegro")
     calc = load_calculator(path, device="cpu")
     with pytest.raises(ValueError, match="cannot take LoRA adapters"):
         finetune(calc, ymno3_frames[:1], None, strategy="lora", out=tmp_path / "lora", progress=False)
@@ -193,7 +193,7 @@ def test_pet_finetunes_and_loads_back_by_path(tiny_pet, ymno3_frames, tmp_path):
     assert not any(p.requires_grad for p in calc._model.module.parameters())
     loaded = load_calculator(tmp_path / "ft", device="cpu")
     np.testing.assert_allclose(predict(loaded, ymno3_frames[2].atoms)[1], tuned[1], atol=1e-6)
-    assert not any(p.requires_grad for p in loaded.umlip_base._model.module.parameters())  # loaded frozen too
+    assert not any(p.requires_grad for p in loaded.inner._model.module.parameters())  # loaded frozen too
 
 
 #: per model: learning rate and loss weights for two epochs of head training on random weights. The tiny PET's
@@ -222,7 +222,7 @@ def test_head_strategy_trains_only_the_readout(model, ymno3_frames, tmp_path, re
 
 def test_exported_pet_is_refused_with_a_pointer_to_the_checkpoint(ymno3_frames, tmp_path):
     pytest.importorskip("metatrain")
-    path = get_family("upet").build_tiny(tmp_path / "tiny", ["Y", "Mn", "O"], form="exported")
+    path = get_family("upet").build(tmp_path / "tiny", ["Y", "Mn", "O"], form="exported")
     with pytest.raises(ValueError, match=r"\.ckpt"):
         finetune(load_calculator(path, device="cpu"), ymno3_frames[:1], None, strategy="lora", out=tmp_path / "ft",
                  progress=False)
@@ -264,7 +264,6 @@ def _importable(module: str) -> bool:
 
 
 def test_lora_trains_at_most_5_percent_of_default_size_uma_and_pet():
-    from umlip_helpers.finetune.adapters import ADAPTERS
     from umlip_helpers.finetune.strategies import parameter_counts
 
     models = _default_size_models()
@@ -272,7 +271,7 @@ def test_lora_trains_at_most_5_percent_of_default_size_uma_and_pet():
         pytest.skip("neither fairchem nor metatrain is installed")
     fractions = {}
     for label, module in models.items():
-        apply_strategy(module, ADAPTERS[label.split("-")[0]], "lora")
+        apply_strategy(module, get_family(label.split("-")[0]).adapter, "lora")
         trainable, total = parameter_counts(module)
         fractions[label] = trainable / total
         # the base weights are frozen: only adapters train

@@ -8,7 +8,7 @@ torch = pytest.importorskip("torch")
 o3 = pytest.importorskip("e3nn.o3")
 peft = pytest.importorskip("peft")
 
-from umlip_helpers.finetune.lora_e3nn import E3nnLinearLora, lora_config  # noqa: E402
+from umlip_helpers.models.lora_e3nn import E3nnLinearLora, lora_config  # noqa: E402
 
 IRREPS = o3.Irreps("6x0e + 4x1o + 3x2e")
 

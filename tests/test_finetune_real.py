@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from umlip_helpers.finetune import finetune  # noqa: E402
-from umlip_helpers.finetune.adapters import adapter_for  # noqa: E402
+from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 

@@ -7,7 +7,6 @@ from the file alone, give finite energy/forces/stress, forces that are minus the
 
 from __future__ import annotations
 
-import importlib
 import time
 
 import numpy as np
@@ -16,6 +15,7 @@ from ase.build import bulk
 from scipy.spatial.transform import Rotation
 
 from umlip_helpers.errors import ModelUnavailable, UnsupportedElements
+from umlip_helpers.io import model_info
 from umlip_helpers.models import check_elements, get_family, get_spec, load_calculator
 
 ELEMENTS = ("Ni", "Cu")
@@ -46,9 +46,9 @@ def tiny(request, tmp_path_factory):
     family, module, build_options, load_options = CASES[request.param]
     pytest.importorskip(module)
     folder = tmp_path_factory.mktemp(request.param)
-    path = get_family(family).build_tiny(folder / "tiny", ELEMENTS, seed=0, **build_options)
+    path = get_family(family).build(folder / "tiny", ELEMENTS, seed=0, **build_options)
     calc = load_calculator(path, device="cpu", **load_options)
-    assert calc.umlip_info["family"] == family
+    assert model_info(calc).family == family
     return family, calc
 
 
@@ -125,7 +125,7 @@ def test_torch_module_drives_the_calculator(tiny):
 
     family, calc = tiny
     module = get_family(family).torch_module(calc)
-    head_prefixes = importlib.import_module(f"umlip_helpers.models.{family}").HEAD_MODULES
+    head_prefixes = get_family(family).adapter.heads
     assert any(name.startswith(head_prefixes) for name, _ in module.named_modules()), "no head module found"
     parameters = [p for p in module.parameters() if p.is_floating_point()]
     assert sum(p.numel() for p in parameters) > 0
@@ -170,7 +170,7 @@ def test_pet_loads_after_torch_geometric_patched_torch(tmp_path):
     import torch_geometric  # noqa: F401  (the import is the point)
 
     swapped = torch.index_select
-    path = get_family("upet").build_tiny(tmp_path / "pet.pt", ["Ni", "Cu"], seed=0)
+    path = get_family("upet").build(tmp_path / "pet.pt", ["Ni", "Cu"], seed=0)
     atoms = bulk("Ni", "fcc", a=3.5, cubic=True)
     atoms.calc = load_calculator(path)
     assert np.isfinite(atoms.get_potential_energy())
@@ -186,9 +186,9 @@ def test_nequip_leaves_process_wide_settings_alone(tmp_path):
     import torch
 
     before = torch.get_default_dtype(), e3nn.get_optimization_defaults()
-    path = get_family("nequip").build_tiny(tmp_path / "t.nequip.zip", ["Ni", "Cu"], seed=0)
+    path = get_family("nequip").build(tmp_path / "t.nequip.zip", ["Ni", "Cu"], seed=0)
     atoms = bulk("Ni", "fcc", a=3.5, cubic=True)
     atoms.calc = load_calculator(path)
     atoms.get_forces()
     assert (torch.get_default_dtype(), e3nn.get_optimization_defaults()) == before
-    get_family("mace").build_tiny(tmp_path / "after.model", ["Ni", "Cu"], seed=0)  # pickles the model
+    get_family("mace").build(tmp_path / "after.model", ["Ni", "Cu"], seed=0)  # pickles the model

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from umlip_helpers.io import model_info
 from umlip_helpers.parents import ParentFailed, emt_parent, make_parent, parent_single_point
 
 
@@ -50,4 +51,4 @@ def test_gpaw_single_point_on_one_atom_ni():
     assert np.isfinite(energy)
     assert np.abs(forces).max() < 0.01  # one atom per cell: forces vanish by symmetry
     assert energy_strained > energy + 0.01  # compressing Ni by 3.4% costs energy in PBE
-    assert parent.umlip_info["family"] == "gpaw"
+    assert model_info(parent).family == "gpaw"

@@ -16,6 +16,7 @@ from ase.calculators.fd import calculate_numerical_stress
 
 from umlip_helpers.active import compare_production, naive_finetune, periodic_finetune
 from umlip_helpers.active.periodic import environment_descriptors
+from umlip_helpers.io import ModelInfo, attach_model_info
 from umlip_helpers.parents import ParentFailed, labelled_frames_parent, make_parent
 
 BUDGET = 6
@@ -35,7 +36,7 @@ class CountingEMT:
 
     def __init__(self):
         self.calls = 0
-        self.umlip_info = {"name": "emt (counted)"}
+        attach_model_info(self, ModelInfo(name="emt (counted)"))
 
     def __call__(self, atoms):
         self.calls += 1

@@ -10,6 +10,7 @@ import pytest
 from ase.build import bulk
 
 from umlip_helpers.errors import UnsupportedElements
+from umlip_helpers.io import model_info
 from umlip_helpers.models import load_calculator
 from umlip_helpers.parents import ParentFailed, emt_parent
 from umlip_helpers.properties.phonon_finetune import phonon_finetune, rattled_supercells
@@ -61,9 +62,12 @@ def test_phonon_finetune_rejects_bad_input_before_any_work(ni):
     iron = bulk("Fe", "bcc", a=2.83, cubic=True)
     with pytest.raises(UnsupportedElements, match="parent of Fe2.*'emt'.*Fe"):
         phonon_finetune(iron, base, load_calculator("emt"), n_rattled=2)
-    # a bare ASE EMT has no registry entry to check against: it fails on its first label, naming parent and cell
-    with pytest.raises(ParentFailed, match="parent emt failed on Fe16.*Fe"):
+    # emt_parent() names its family in its model_info, so it is checked before any work too
+    with pytest.raises(UnsupportedElements, match="parent of Fe2.*'emt'.*Fe"):
         phonon_finetune(iron, base, emt_parent(), n_rattled=2)
+    # a bare ASE calculator of no known family fails on its first label, naming parent and cell
+    with pytest.raises(ParentFailed, match="parent EMT failed on Fe16.*Fe"):
+        phonon_finetune(iron, base, EMT(), n_rattled=2)
 
 
 @pytest.mark.slow
@@ -84,7 +88,7 @@ def test_emt_parent_end_to_end_moves_phonons_to_the_parent(sevennet0, ni, tmp_pa
 
     # the fine-tuned model loads by itself, differs from the base, and the base calculator was left untouched
     reloaded = load_calculator(out, device="cpu")
-    assert reloaded.umlip_info["base_model"]["name"] == "sevennet-0"
+    assert model_info(reloaded).base_model["name"] == "sevennet-0"
     sevennet0.reset()  # no cached results: the check below recomputes
     for calc, same in ((reloaded, False), (sevennet0, True)):
         fresh = probe.copy()

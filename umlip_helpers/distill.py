@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io as _io
 import json
 import os
 import tempfile
@@ -31,20 +30,21 @@ from tqdm.auto import tqdm
 
 from .data import DFTDataset, LabelledFrame, check_frames, fit_energy_shifts, random_split, read_dataset
 from .errors import DataValidationError, UmlipError
-from .io import atomic_write_bytes, atomic_write_json, provenance, sha256_file
-from .models import check_elements, load_calculator
+from .io import atomic_write_json, model_info, provenance, sha256_file
+from .models import adapter_for, check_elements, get_family, load_calculator
 from .results import Result
 
 Architecture = Literal["mace", "sevennet"]
 ARCHITECTURES: tuple[str, ...] = ("mace", "sevennet")
-#: Default student sizes: two interactions, scalars and vectors, 5 Å cutoff (SevenNet-0's cutoff).
-STUDENT_SIZES: dict[str, dict[str, Any]] = {
-    "mace": {"hidden_irreps": "16x0e+16x1o", "max_ell": 1, "num_interactions": 2, "correlation": 2,
-             "r_max": 5.0, "num_bessel": 8, "radial_mlp": [16, 16], "mlp_irreps": "16x0e"},
-    "sevennet": {"channel": 16, "lmax": 1, "num_convolution_layer": 2, "cutoff": 5.0,
-                 "weight_nn_hidden_neurons": [16, 16]},
-}
 SIDECAR_SUFFIX = ".json"
+
+
+def student_size(architecture: Architecture) -> dict[str, Any]:
+    """The default student hyperparameters of an architecture: its family's ``SIZES["student"]`` (two interactions,
+    scalars and vectors, a 5 Å cutoff, SevenNet-0's)."""
+    import importlib
+
+    return dict(importlib.import_module(f"umlip_helpers.models.{architecture}").SIZES["student"])
 #: Loss weights (see :class:`~umlip_helpers.finetune.trainer.LossWeights`) for training from scratch: forces lead;
 #: 10 meV/atom of energy error weighs as much as 0.03 eV/Å of force error.
 DISTILLATION_LOSS_WEIGHTS = {"energy_per_atom_mev": 1e-5, "forces_ev_per_angstrom": 1.0, "stress_gpa": 1e-3}
@@ -149,7 +149,7 @@ def label_with(calc: Any, configurations: Sequence[Atoms], *, stress: bool = Tru
                progress: bool = True) -> DFTDataset:
     """Energy, forces (and stress) of every configuration from ``calc``, as labelled frames."""
     configurations = _check_structures(configurations, "configurations")
-    label = name or getattr(calc, "umlip_info", {}).get("name", type(calc).__name__)
+    label = name or model_info(calc).name
     for i, atoms in enumerate(configurations):
         check_elements(atoms, calc, where=f"configuration {i}")
     frames = []
@@ -189,97 +189,16 @@ def _statistics(dataset: DFTDataset, cutoff: float) -> dict[str, Any]:
             "mean_neighbours": max(_mean_neighbours(dataset, cutoff), 1.0)}
 
 
-def _build_mace(path: Path, elements: list[str], stats: dict[str, Any], size: dict[str, Any], seed: int) -> Path:
-    import torch
-    from ase.data import atomic_numbers
-    from e3nn import o3
-    from mace import modules
-
-    torch.manual_seed(seed)
-    ordered = sorted(elements, key=lambda s: atomic_numbers[s])
-    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
-    model = modules.ScaleShiftMACE(
-        r_max=size["r_max"], num_bessel=size["num_bessel"], num_polynomial_cutoff=5, max_ell=size["max_ell"],
-        interaction_cls=block, interaction_cls_first=block, num_interactions=size["num_interactions"],
-        num_elements=len(ordered), hidden_irreps=o3.Irreps(size["hidden_irreps"]),
-        MLP_irreps=o3.Irreps(size["mlp_irreps"]), atomic_energies=np.array([stats["e0_ev"][s] for s in ordered]),
-        avg_num_neighbors=stats["mean_neighbours"], atomic_numbers=[atomic_numbers[s] for s in ordered],
-        correlation=size["correlation"], gate=torch.nn.functional.silu, radial_MLP=list(size["radial_mlp"]),
-        atomic_inter_scale=stats["force_rms_ev_per_angstrom"], atomic_inter_shift=0.0,
-    )
-    buffer = _io.BytesIO()
-    torch.save(model, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
-
-
-def _sevennet_config(elements: list[str], stats: dict[str, Any], size: dict[str, Any]) -> dict[str, Any]:
-    from sevenn.util import chemical_species_preprocess, load_checkpoint
-
-    config = load_checkpoint("7net-0").config
-    config.update(chemical_species_preprocess(sorted(elements)))
-    by_index = sorted(config["_type_map"], key=config["_type_map"].get)
-    from ase.data import chemical_symbols
-
-    config.update({
-        "channel": size["channel"], "lmax": size["lmax"], "lmax_edge": -1, "lmax_node": -1, "is_parity": False,
-        "num_convolution_layer": size["num_convolution_layer"], "cutoff": size["cutoff"], "irreps_manual": False,
-        "weight_nn_hidden_neurons": list(size["weight_nn_hidden_neurons"]), "use_species_wise_shift_scale": True,
-        "shift": [stats["e0_ev"][chemical_symbols[z]] for z in by_index],
-        "scale": [stats["force_rms_ev_per_angstrom"]] * len(by_index),
-        "conv_denominator": stats["mean_neighbours"], "train_shift_scale": False, "train_denominator": False,
-    })
-    return config
-
-
-def _save_sevennet(path: Path, config: dict[str, Any], module: Any) -> Path:
-    import uuid
-    from datetime import datetime
-
-    import torch
-
-    buffer = _io.BytesIO()
-    torch.save({"config": config, "model_state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
-                "epoch": 0, "optimizer_state_dict": {}, "scheduler_state_dict": {},
-                "time": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": uuid.uuid4().hex}, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _build_sevennet(path: Path, config: dict[str, Any], seed: int) -> Path:
-    import torch
-    from sevenn.model_build import build_E3_equivariant_model
-
-    torch.manual_seed(seed)
-    return _save_sevennet(path, config, build_E3_equivariant_model(config))
-
-
-def _save_mace(path: Path, module: Any) -> Path:
-    import copy
-
-    import torch
-
-    model = copy.deepcopy(module).cpu().eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    buffer = _io.BytesIO()
-    torch.save(model, buffer)
-    return atomic_write_bytes(path, buffer.getvalue())
-
-
-def _recentre_energy(calc: Any, module: Any, data: DFTDataset, predicted_ev: Sequence[float]) -> None:
+def _recentre_energy(calc: Any, data: DFTDataset, predicted_ev: Sequence[float]) -> None:
     """Add per-element shifts to the untrained model's energy references so that its energies start on the labels'
     (a random network's energies can be off by hundreds of meV/atom, which would swamp the force loss)."""
     import torch
-    from ase.data import atomic_numbers
 
     delta = fit_energy_shifts(data, predicted_ev)
+    table, row = get_family(model_info(calc).family).energy_references(calc)
     with torch.no_grad():
-        if hasattr(module, "atomic_energies_fn"):  # MACE: one reference per entry of atomic_numbers
-            table, index = module.atomic_energies_fn.atomic_energies, [int(z) for z in module.atomic_numbers]
-        else:  # SevenNet: species-wise shift, indexed through the type map
-            table, index = module.rescale_atomic_energy.shift, sorted(calc.type_map, key=calc.type_map.get)
         for symbol, value in delta.items():
-            table[index.index(atomic_numbers[symbol])] += value
+            table[row[symbol]] += value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,16 +266,15 @@ def train_student(
     """Build a small ``architecture`` model from scratch and train every weight on ``data`` (labelled frames).
 
     Its output scale is the labels' force RMS and its per-element energy references are fitted so that the untrained
-    model's energies already match the labels on average (least squares). ``size`` overrides
-    :data:`STUDENT_SIZES`. ``out`` receives the untrained model, the student (``student.model`` or ``student.pth``)
-    with its sidecar ``.json``, and the training log and checkpoint. Without ``val``, ``val_fraction`` of the frames
+    model's energies already match the labels on average (least squares). ``size`` overrides the family's
+    ``SIZES["student"]`` (:func:`student_size`). ``out`` receives the untrained model, the student
+    (``student.model`` or ``student.pth``) with its sidecar ``.json``, and the training log and checkpoint. Without ``val``, ``val_fraction`` of the frames
     (when there are 10 or more) validate. A killed run continues with ``resume=True`` (same arguments, same ``out``)
     from its last epoch checkpoint, to the same weights as an uninterrupted run; ``callback`` gets each optimiser
     step (see :func:`umlip_helpers.finetune.trainer.train`).
     """
     import torch
 
-    from .finetune.adapters import adapter_for
     from .finetune.trainer import (Hyperparameters, LossWeights, errors, make_samples,
                                    predict_all, prepare_samples, train)
 
@@ -369,7 +287,7 @@ def train_student(
         data, val = random_split(data, (1 - val_fraction, val_fraction), seed=seed)
     if val is not None:
         check_frames(val, require=("energy", "forces"))
-    size = {**STUDENT_SIZES[architecture], **(size or {})}
+    size = {**student_size(architecture), **(size or {})}
     weights = loss_weights or LossWeights(**DISTILLATION_LOSS_WEIGHTS)
     out = Path(out)
     _refuse_silent_restart(out, resume)
@@ -380,13 +298,13 @@ def train_student(
     missing = sorted(set(elements) - set(stats["e0_ev"]))
     if missing:
         raise DataValidationError([(val.name, None, "elements", f"{', '.join(missing)} only in the validation set")])
-    if architecture == "mace":
-        untrained, path = _build_mace(out / "untrained.model", elements, stats, size, seed), out / "student.model"
-        config = None
-    else:
-        config = _sevennet_config(elements, stats, size)
-        untrained, path = _build_sevennet(out / "untrained.pth", config, seed), out / "student.pth"
-
+    family = get_family(architecture)
+    suffix = ".model" if architecture == "mace" else ".pth"
+    untrained = family.build(out / f"untrained{suffix}", elements, seed, size="student",
+                             energy_references_ev=stats["e0_ev"],
+                             force_scale_ev_per_angstrom=stats["force_rms_ev_per_angstrom"],
+                             avg_num_neighbours=stats["mean_neighbours"], **size)
+    path = out / f"student{suffix}"
     calc = load_calculator(untrained, device=device)
     adapter = adapter_for(calc)
     module = adapter.module(calc)
@@ -400,7 +318,7 @@ def train_student(
         weights = dataclasses.replace(weights, stress_gpa=0.0)
     prepared_train = prepare_samples(adapter, calc, data, "student train", progress)
     initial = predict_all(adapter, module, prepared_train, "untrained student", progress)
-    _recentre_energy(calc, module, data, [p["energy"] for p in initial])
+    _recentre_energy(calc, data, [p["energy"] for p in initial])
     train_samples = make_samples(data, prepared_train, {}, run_device)
     prepared_val = prepare_samples(adapter, calc, val, "student val", progress) if val is not None else None
     val_samples = make_samples(val, prepared_val, {}, run_device) if val is not None else None
@@ -415,10 +333,7 @@ def train_student(
     eval_set = val if val is not None else data
     prepared_eval = prepared_val if val is not None else prepared_train
     final = errors(eval_set, predict_all(adapter, module, prepared_eval, "student", progress), {})
-    if architecture == "mace":
-        _save_mace(path, module)
-    else:
-        _save_sevennet(path, config, module)
+    family.save(calc, path)
     log = outcome["log"]
     hyperparameters = {**dataclasses.asdict(hp), "size": size, "architecture": architecture}
     atomic_write_json(path.with_suffix(SIDECAR_SUFFIX), {
@@ -497,7 +412,7 @@ def md_speed(calcs: dict[str, Any], atoms: Atoms, *, steps_per_round: int = 5, r
     return MDSpeed(
         formula=atoms.get_chemical_formula(), n_atoms=len(atoms), steps_per_round=steps_per_round, rounds=rounds,
         reference=reference, ms_per_step=ms, speedup={name: ms[reference] / value for name, value in ms.items()},
-        provenance=provenance(None, models={name: dict(getattr(c, "umlip_info", {}) or {"name": type(c).__name__})
+        provenance=provenance(None, models={name: model_info(c).to_dict()
                                             for name, c in calcs.items()},
                               steps_per_round=steps_per_round, rounds=rounds, temperature_k=temperature_k,
                               all_ms_per_step=times, load_average=os.getloadavg()),
@@ -605,7 +520,7 @@ def distill(
         check_elements(atoms, teacher_calc, where=f"structures[{i}]")
     out = Path(out)
     _refuse_silent_restart(out, resume)
-    teacher_info = dict(getattr(teacher_calc, "umlip_info", {}) or {"name": type(teacher_calc).__name__})
+    teacher_info = model_info(teacher_calc).to_dict()
     started = time.perf_counter()
     labels_path, labels_record = out / "teacher_labels.extxyz", out / "teacher_labels.json"
     record = json.loads(json.dumps({"teacher": teacher_info.get("name"), "teacher_sha256": teacher_info.get("sha256"),

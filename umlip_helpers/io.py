@@ -1,7 +1,8 @@
-"""Atomic file writes and provenance records."""
+"""Atomic file writes and provenance records, including :class:`ModelInfo`, the provenance of a model."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -11,7 +12,7 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -107,11 +108,53 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a calculator is, for provenance: every calculator the package returns carries one (:func:`model_info`).
+
+    ``base_model`` is the manifest's record of the model a fine-tuned one started from; ``details`` holds what a
+    family or parent adds (a DFT parent's cutoff, say).
+    """
+
+    name: str
+    family: str | None = None
+    version: str | None = None
+    checkpoint: str | None = None
+    sha256: str | None = None
+    device: str | None = None
+    base_model: Mapping[str, Any] | None = None
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat record written into provenance (``details`` merged in; unset fields left out)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "details"}
+        return {**{k: v for k, v in fields.items() if v is not None}, **self.details}
+
+    def replace(self, **changes: Any) -> "ModelInfo":
+        return dataclasses.replace(self, **changes)
+
+
+_INFO_ATTRIBUTE = "_umlip_model_info"
+
+
+def attach_model_info(calc: Any, info: ModelInfo) -> Any:
+    """Record ``info`` on ``calc`` (read back with :func:`model_info`); returns ``calc``."""
+    setattr(calc, _INFO_ATTRIBUTE, info)
+    return calc
+
+
+def model_info(calc: Any) -> ModelInfo:
+    """The :class:`ModelInfo` of a calculator (or parent factory); one naming only its class for a calculator
+    the package did not build."""
+    info = getattr(calc, _INFO_ATTRIBUTE, None)
+    if info is not None:
+        return info
+    return ModelInfo(name=getattr(calc, "__name__", type(calc).__name__))
+
+
 def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
     """The record every result carries: model (name, version, checkpoint sha256), parameters, versions, time."""
-    model = dict(getattr(calc, "umlip_info", {}) or {}) if calc is not None else {}
-    if calc is not None and not model:
-        model = {"name": type(calc).__name__}
+    model = model_info(calc).to_dict() if calc is not None else {}
     return {
         "model": model,
         "parameters": to_jsonable(parameters),

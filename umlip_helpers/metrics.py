@@ -11,7 +11,7 @@ from ase.units import GPa
 from tqdm.auto import tqdm
 
 from .data import DFTDataset, fit_energy_shifts, read_dataset, shift_for
-from .io import provenance
+from .io import model_info, provenance
 from .models import check_elements
 from .results import Result
 
@@ -32,7 +32,7 @@ def predict(calc, dataset: DFTDataset, *, stress: bool | None = None, progress: 
     for frame in dataset:
         check_elements(frame.atoms, calc, where=frame.where())
     stress = dataset.has("stress") if stress is None else stress
-    name = getattr(calc, "umlip_info", {}).get("name", type(calc).__name__)
+    name = model_info(calc).name
     energies, forces, stresses = [], [], []
     start = time.perf_counter()
     for frame in tqdm(dataset, desc=desc or f"{name} on {dataset.name}", disable=not progress, unit="frame"):
@@ -138,7 +138,7 @@ def evaluate(calc, dataset: DFTDataset, *, stress: bool | None = None, progress:
         s_mae = float(np.mean(np.abs(s_model - s_dft)))
         s_rmse = float(np.sqrt(np.mean((s_model - s_dft) ** 2)))
 
-    name = getattr(calc, "umlip_info", {}).get("name", type(calc).__name__)
+    name = model_info(calc).name
     return EvaluationResult(
         model=name, dataset=dataset.name, n_frames=len(dataset), n_atoms=int(n_atoms.sum()),
         energy_offset_mev_per_atom=offset,

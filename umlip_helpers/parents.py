@@ -28,6 +28,7 @@ import os
 from typing import TYPE_CHECKING, Any, Callable, Literal, Union
 
 from .errors import UmlipError
+from .io import ModelInfo, attach_model_info, model_info
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -47,9 +48,7 @@ def emt_parent() -> "Calculator":
     """ASE's effective-medium theory: a real, nearly free parent for Ni, Cu, Al, Pd, Ag, Pt, Au (+H, C, N, O)."""
     from ase.calculators.emt import EMT
 
-    calc = EMT()
-    calc.umlip_info = {"name": "emt", "family": "emt", "version": "ase"}
-    return calc
+    return attach_model_info(EMT(), ModelInfo(name="emt", family="emt", version="ase"))
 
 
 class GPAWParent:
@@ -63,8 +62,8 @@ class GPAWParent:
         self.smearing_ev = smearing_ev
         self.txt = txt
         self.convergence = convergence
-        self.umlip_info = {"name": "gpaw-pbe", "family": "gpaw", "version": _gpaw_version(),
-                           "ecut_ev": ecut_ev, "kpts_density_per_inv_angstrom": kpts_density}
+        attach_model_info(self, ModelInfo(name="gpaw-pbe", family="gpaw", version=_gpaw_version(), details={
+            "ecut_ev": ecut_ev, "kpts_density_per_inv_angstrom": kpts_density}))
 
     def __call__(self, atoms: "Atoms") -> "Calculator":
         from gpaw import GPAW, PW, FermiDirac
@@ -119,8 +118,8 @@ class LabelledFramesParent:
             raise UmlipError("labelled_frames_parent: the dataset holds no frames")
         self.max_rmsd_angstrom = max_rmsd_angstrom
         self.matches: list[tuple[int, float]] = []
-        self.umlip_info = {"name": "labelled-frames", "family": "lookup",
-                           "version": f"{len(self.frames)} frames of {getattr(dataset, 'name', '') or 'a dataset'}"}
+        attach_model_info(self, ModelInfo(name="labelled-frames", family="lookup", version=(
+            f"{len(self.frames)} frames of {getattr(dataset, 'name', '') or 'a dataset'}")))
 
     def nearest(self, atoms: "Atoms") -> tuple[int, float]:
         """(index, RMSD Å) of the frame with the same atoms in the same order nearest to ``atoms`` (minimum image)."""
@@ -190,8 +189,7 @@ def make_parent(name: Literal["emt", "gpaw", "labelled"], **options: Any) -> Par
 
 
 def parent_info(parent: Parent) -> dict[str, Any]:
-    info = getattr(parent, "umlip_info", None)
-    return dict(info) if info else {"name": getattr(parent, "__name__", type(parent).__name__)}
+    return model_info(parent).to_dict()
 
 
 def parent_single_point(parent: Parent, atoms: "Atoms") -> tuple[float, "Any"]:
@@ -234,8 +232,7 @@ class FreshParentCalculator:
                 self.results = {"energy": energy, "forces": forces}
 
         calc = _Fresh()
-        calc.umlip_info = parent_info(factory)
-        return calc
+        return attach_model_info(calc, model_info(factory))
 
 
 def parent_calculator(parent: Parent) -> "Calculator":

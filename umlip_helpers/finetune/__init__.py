@@ -1,7 +1,7 @@
 """Fine-tuning: one entry point, :func:`finetune`, for every family and strategy (full, head, LoRA).
 
-Families (see :mod:`.adapters`): SevenNet, CHGNet, MACE, NequIP/Allegro, UMA and other eSCN-MD models
-(fairchem) and PET (a metatrain ``.ckpt``; an exported TorchScript ``.pt`` cannot be trained).
+Families (each ``models/<family>.py`` holds its trainer adapter): SevenNet, CHGNet, MACE, NequIP/Allegro, UMA and
+other eSCN-MD models (fairchem) and PET (a metatrain ``.ckpt``; an exported TorchScript ``.pt`` cannot be trained).
 
 The output directory holds the fine-tuned weights (LoRA adapters or trained tensors, safetensors), the manifest
 ``umlip_model.json`` and the training log; ``load_calculator(out_dir)`` loads it as an ASE calculator.
@@ -15,23 +15,22 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
 from ..data import DFTDataset, check_frames, read_dataset, random_split
 from ..errors import DataValidationError, ModelUnavailable, UmlipError, UnsupportedElements
-from ..io import atomic_write_json, provenance, sha256_file
-from ..models.loading import MANIFEST_NAME, load_calculator, supported_elements
+from ..io import atomic_write_json, model_info, provenance, sha256_file
+from ..models import MANIFEST_NAME, adapter_for, load_calculator, read_manifest, supported_elements, unshifted
+from ..models.finetuned import MANIFEST_FORMAT, Strategy, apply_saved_weights
 from ..results import Result
-from .adapters import adapter_for
-from .io import MANIFEST_FORMAT, read_manifest
-from .strategies import STRATEGIES, apply_saved_weights, apply_strategy, parameter_counts, save_weights
+from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
 from .trainer import (CHECKPOINT_NAME, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors, make_samples,
                       peak_memory_mb, predict_all, prepare_samples)
 from .trainer import train as run_training
 
-__all__ = ["FinetuneReport", "LossWeights", "cli_finetune", "finetune"]
+__all__ = ["FinetuneReport", "FinetuneSettings", "LossWeights", "cli_finetune", "finetune"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,41 +98,67 @@ def _as_dataset(data: Any, label: str, require: tuple[str, ...], max_frames: int
 def _base_descriptor(calc: Any, out: Path | None = None) -> dict[str, Any]:
     """How to load ``calc`` again: by name, or by path for a checkpoint file or a fine-tuned directory (then also
     relative to ``out``, so that a tree of fine-tuned directories can be moved as a whole)."""
-    info = dict(getattr(calc, "umlip_info", {}) or {})
-    version = str(info.get("version", ""))
-    by_path = version == "user checkpoint" or "base_model" in info  # a checkpoint file or a fine-tuned directory
-    load = info.get("checkpoint") if by_path else info.get("name")
-    descriptor = {"name": info.get("name"), "family": info.get("family"), "version": info.get("version"),
-                  "sha256": info.get("sha256"), "load": load}
+    info = model_info(calc)
+    by_path = info.version == "user checkpoint" or info.base_model is not None  # a checkpoint or fine-tuned dir
+    load = info.checkpoint if by_path else info.name
+    descriptor = {"name": info.name, "family": info.family, "version": info.version, "sha256": info.sha256,
+                  "load": load}
     if by_path and load and out is not None:
         descriptor["load_relative"] = os.path.relpath(Path(load).resolve(), Path(out).resolve())
     return descriptor
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSettings:
+    """Everything :func:`finetune` does besides the model, the data and where it writes: the trainer's
+    hyperparameters, how the frames are taken, and where and how the forward runs."""
+
+    strategy: Strategy = "lora"
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float | None = None
+    weight_decay: float = 0.0
+    max_grad_norm: float = 10.0
+    patience: int = 5
+    loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    max_frames: int | None = None
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    #: one forward per batch of frames (None: on a GPU) or a forward per frame
+    batched: bool | None = None
+
+    def __post_init__(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+
+    def hyperparameters(self) -> Hyperparameters:
+        return Hyperparameters(strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                               weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
+                               patience=self.patience, seed=self.seed, lora_rank=self.lora_rank,
+                               lora_alpha=self.lora_alpha, weights=self.loss_weights)
+
+    @property
+    def required_labels(self) -> tuple[str, ...]:
+        weights = self.loss_weights
+        return ("energy",) + (("forces",) if weights.forces_ev_per_angstrom else ()) + (
+            ("stress",) if weights.stress_gpa else ())
 
 
 def finetune(
     model: Any = "sevennet-0",
     train: Any = None,
     val: Any = None,
-    strategy: Literal["lora", "head", "full"] = "lora",
+    strategy: Strategy = "lora",
     out: str | os.PathLike | None = None,
     *,
-    epochs: int = 10,
-    batch_size: int = 4,
-    lr: float | None = None,
-    weight_decay: float = 0.0,
-    max_grad_norm: float = 10.0,
-    patience: int = 5,
-    loss_weights: LossWeights | None = None,
-    lora_rank: int | None = None,
-    lora_alpha: float | None = None,
-    max_frames: int | None = None,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    device: str = "auto",
+    settings: FinetuneSettings | None = None,
     resume: bool = False,
     progress: bool = True,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    batched: bool | None = None,
+    **options: Any,
 ) -> FinetuneReport:
     """Fine-tune ``model`` (name, checkpoint, or a calculator from ``load_calculator``, trained in place) on DFT
     frames; the fine-tuned model is written to ``out`` (a new temporary directory when None).
@@ -147,117 +172,157 @@ def finetune(
     refuses one written for other data, hyperparameters or base model; for a run that finished there it returns its
     report without recomputing it, the saved weights loaded into the model. ``batched``: one forward per batch of frames
     (the default on a GPU) or a forward per frame (the default on CPU); the same gradients up to rounding.
-    """
-    import torch
 
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    ``settings`` (a :class:`FinetuneSettings`) or its fields as keyword arguments (``epochs=``, ``lr=``,
+    ``loss_weights=``, ``lora_rank=``, ...; ``strategy`` may be given either way).
+    """
+    if settings is None:
+        settings = FinetuneSettings(strategy=strategy, **{k: v for k, v in options.items() if v is not None})
+    elif options:
+        raise TypeError(f"finetune: pass settings= or keyword options, not both ({', '.join(options)})")
     if train is None:
         raise DataValidationError([("train", None, "dataset", "no training data given")])
-    weights = loss_weights or LossWeights()
-    require = ("energy",) + (("forces",) if weights.forces_ev_per_angstrom else ()) + (
-        ("stress",) if weights.stress_gpa else ())
-    train_set = _as_dataset(train, "train", require, max_frames)
+    train_set, val_set = _datasets(train, val, settings)
+    out = _output_directory(out, resume)
+    return _Run(model, train, train_set, val_set, settings, out, resume, progress, callback).execute()
+
+
+def _datasets(train: Any, val: Any, settings: FinetuneSettings) -> tuple[DFTDataset, DFTDataset | None]:
+    require = settings.required_labels
+    train_set = _as_dataset(train, "train", require, settings.max_frames)
     val_set = _as_dataset(val, "val", require, None) if val is not None else None
-    if val_set is None and len(train_set) >= 10 and val_fraction > 0:
-        train_set, val_set = random_split(train_set, (1 - val_fraction, val_fraction), seed=seed)
+    if val_set is None and len(train_set) >= 10 and settings.val_fraction > 0:
+        train_set, val_set = random_split(train_set, (1 - settings.val_fraction, settings.val_fraction),
+                                          seed=settings.seed)
+    return train_set, val_set
+
+
+def _output_directory(out: str | os.PathLike | None, resume: bool) -> Path:
     out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="umlip-finetune-"))
     if (out / CHECKPOINT_NAME).exists() and not resume:
         raise UmlipError(f"{out} already holds a training run; pass resume=True (--resume) or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
+    return out
 
-    torch.manual_seed(seed)
-    calc = model if hasattr(model, "get_potential_energy") or hasattr(model, "calculate") else \
-        load_calculator(model, device=device)
+
+def _check_coverage(calc: Any, datasets: tuple[DFTDataset | None, ...]) -> None:
     covered = supported_elements(calc)
-    if covered is not None:
-        for dataset in (train_set, val_set):
-            missing = sorted(set(dataset.elements) - covered) if dataset is not None else []
-            if missing:
-                raise UnsupportedElements(f"{dataset.name}: element(s) {', '.join(missing)} are not covered by "
-                                          f"{_base_descriptor(calc)['name']!r}")
-    adapter = adapter_for(calc)
-    module = adapter.module(calc)
-    adapter.make_trainable(module)
-    run_device = str(getattr(calc, "device", "cpu"))
-    base_info = _base_descriptor(calc, out)
-    hp = Hyperparameters(strategy=strategy, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                         max_grad_norm=max_grad_norm, patience=patience, seed=seed, lora_rank=lora_rank,
-                         lora_alpha=lora_alpha, weights=weights)
-    run_identity = {"base_model": base_info["sha256"] or base_info["name"], "train_sha256": train_set.sha256(),
-                    "val_sha256": val_set.sha256() if val_set else None, "hyperparameters": dataclasses.asdict(hp)}
-    finished = _finished_run(out, run_identity, adapter, module) if resume else None
-    if finished is not None:
-        return finished
+    if covered is None:
+        return
+    for dataset in datasets:
+        missing = sorted(set(dataset.elements) - covered) if dataset is not None else []
+        if missing:
+            raise UnsupportedElements(f"{dataset.name}: element(s) {', '.join(missing)} are not covered by "
+                                      f"{_base_descriptor(calc)['name']!r}")
 
-    prepared_train = prepare_samples(adapter, calc, train_set, "train", progress)
-    prepared_val = prepare_samples(adapter, calc, val_set, "val", progress) if val_set else None
-    base_train = predict_all(adapter, module, prepared_train, "base, train", progress, batched)
-    base_val = predict_all(adapter, module, prepared_val, "base, val", progress, batched) if val_set else None
-    shifts = align_energies(train_set, base_train)
-    eval_set, base_eval = (val_set, base_val) if val_set else (train_set, base_train)
-    before = errors(eval_set, base_eval, shifts)
-    unaligned = errors(eval_set, base_eval, None)["energy_mae_mev_per_atom"]
 
-    torch.manual_seed(seed)  # LoRA's A matrices are random: same seed, same start
-    peft_model = apply_strategy(module, adapter, strategy, lora_rank, lora_alpha)
-    trainable, total = parameter_counts(module)
-    train_samples = make_samples(train_set, prepared_train, shifts, run_device)
-    val_samples = make_samples(val_set, prepared_val, shifts, run_device) if val_set else None
-    started = time.perf_counter()
-    outcome = run_training(adapter, module, train_samples, val_samples, hp, out, resume=resume, progress=progress,
-                           callback=callback, run_identity=run_identity, batched=batched)
-    elapsed = time.perf_counter() - started
+class _Run:
+    """One fine-tuning run: the base model's errors, training, the fine-tuned model's errors, the manifest."""
 
-    weights_path = save_weights(out, module, peft_model, strategy)
-    if peft_model is not None:
-        peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
-    module.eval()
-    module.requires_grad_(False)  # inference differentiates positions only; weights would collect unused gradients
-    # training moves the model's energy zero; re-align it on the training frames, as was done for the base model
-    tuned_train = predict_all(adapter, module, prepared_train, "fine-tuned, train", progress, batched)
-    tuned_shifts = align_energies(train_set, tuned_train)
-    tuned_eval = (predict_all(adapter, module, prepared_val, "fine-tuned, val", progress, batched) if val_set
-                  else tuned_train)
-    after = errors(eval_set, tuned_eval, tuned_shifts)
-    lora = None
-    if strategy == "lora":
-        lora = {"r": hp.lora_rank or adapter.lora_rank, "lora_alpha": lora_alpha,
-                "target_modules": adapter.lora_targets}
-    log = outcome["log"]
-    report = FinetuneReport(
-        out_dir=str(out), strategy=strategy, base_model=str(base_info["name"]), n_train_frames=len(train_set),
-        n_val_frames=len(val_set) if val_set else 0, epochs_run=len(log), best_epoch=outcome["best_epoch"],
-        trainable_parameters=trainable, total_parameters=total, trainable_fraction=trainable / total,
-        base_energy_shifts_ev=shifts, energy_shifts_ev=tuned_shifts, before=before, after=after,
-        base_energy_mae_unaligned_mev_per_atom=unaligned,
-        seconds_per_epoch=float(np.mean([row["seconds"] for row in log])) if log else float("nan"),
-        peak_memory_mb=peak_memory_mb(run_device), log=log,
-        provenance=provenance(calc, strategy=strategy, hyperparameters=dataclasses.asdict(hp),
-                              train=str(train) if isinstance(train, (str, os.PathLike)) else train_set.name,
-                              train_sha256=train_set.sha256(), training_seconds=elapsed),
-    )
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "base_model": base_info,
-        "strategy": strategy,
-        "weights_file": weights_path.name,
-        "weights_sha256": sha256_file(weights_path),
-        "lora": lora,
-        "hyperparameters": dataclasses.asdict(hp),
-        "data": {
-            "train": {"name": train_set.name, "n_frames": len(train_set), "sha256": train_set.sha256()},
-            "val": {"name": val_set.name, "n_frames": len(val_set), "sha256": val_set.sha256()} if val_set else None,
-        },
-        "energy_shifts_ev": tuned_shifts,
-        "trainable_parameters": trainable,
-        "total_parameters": total,
-        "report": {k: v for k, v in report.to_dict().items() if k not in ("log", "provenance")},
-        "provenance": report.provenance,
-    }
-    atomic_write_json(out / MANIFEST_NAME, manifest)
-    _plot_learning_curve(report, out / "learning_curve.png")
-    return report
+    def __init__(self, model, train, train_set, val_set, settings: FinetuneSettings, out: Path, resume: bool,
+                 progress: bool, callback):
+        import torch
+
+        self.train_source, self.train_set, self.val_set = train, train_set, val_set
+        self.settings, self.out, self.resume, self.progress, self.callback = settings, out, resume, progress, callback
+        torch.manual_seed(settings.seed)
+        calc = model if hasattr(model, "get_potential_energy") or hasattr(model, "calculate") else \
+            load_calculator(model, device=settings.device)
+        _check_coverage(calc, (train_set, val_set))
+        self.base_info, self.base_calc = _base_descriptor(calc, out), calc
+        self.calc = unshifted(calc)  # a fine-tuned model trains further: its shifts are fitted again below
+        self.adapter = adapter_for(self.calc)
+        self.module = self.adapter.module(self.calc)
+        self.adapter.make_trainable(self.module)
+        self.device = str(getattr(self.calc, "device", "cpu"))
+        self.hp = settings.hyperparameters()
+        self.identity = {"base_model": self.base_info["sha256"] or self.base_info["name"],
+                         "train_sha256": train_set.sha256(), "val_sha256": val_set.sha256() if val_set else None,
+                         "hyperparameters": dataclasses.asdict(self.hp)}
+
+    def predict(self, prepared, label: str):
+        return predict_all(self.adapter, self.module, prepared, label, self.progress, self.settings.batched)
+
+    def execute(self) -> FinetuneReport:
+        import torch
+
+        finished = _finished_run(self.out, self.identity, self.adapter, self.module) if self.resume else None
+        if finished is not None:
+            return finished
+        adapter, train_set, val_set = self.adapter, self.train_set, self.val_set
+        prepared_train = prepare_samples(adapter, self.calc, train_set, "train", self.progress)
+        prepared_val = prepare_samples(adapter, self.calc, val_set, "val", self.progress) if val_set else None
+        base_train = self.predict(prepared_train, "base, train")
+        base_val = self.predict(prepared_val, "base, val") if val_set else None
+        shifts = align_energies(train_set, base_train)
+        eval_set, base_eval = (val_set, base_val) if val_set else (train_set, base_train)
+        before = errors(eval_set, base_eval, shifts)
+        unaligned = errors(eval_set, base_eval, None)["energy_mae_mev_per_atom"]
+
+        torch.manual_seed(self.settings.seed)  # LoRA's A matrices are random: same seed, same start
+        s = self.settings
+        peft_model = apply_strategy(self.module, adapter, s.strategy, s.lora_rank, s.lora_alpha)
+        trainable, total = parameter_counts(self.module)
+        started = time.perf_counter()
+        outcome = run_training(
+            adapter, self.module, make_samples(train_set, prepared_train, shifts, self.device),
+            make_samples(val_set, prepared_val, shifts, self.device) if val_set else None, self.hp, self.out,
+            resume=self.resume, progress=self.progress, callback=self.callback, run_identity=self.identity,
+            batched=s.batched)
+        elapsed = time.perf_counter() - started
+        weights_path = save_weights(self.out, self.module, peft_model, s.strategy)
+        if peft_model is not None:
+            peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
+        self.module.eval()
+        self.module.requires_grad_(False)  # inference differentiates positions only
+        # training moves the model's energy zero; re-align it on the training frames, as was done for the base model
+        tuned_train = self.predict(prepared_train, "fine-tuned, train")
+        tuned_shifts = align_energies(train_set, tuned_train)
+        tuned_eval = self.predict(prepared_val, "fine-tuned, val") if val_set else tuned_train
+        after = errors(eval_set, tuned_eval, tuned_shifts)
+        report = self.report(outcome["log"], outcome["best_epoch"], (trainable, total), shifts, tuned_shifts,
+                             before, after, unaligned, elapsed)
+        self.write_manifest(report, weights_path, tuned_shifts, (trainable, total))
+        return report
+
+    def report(self, log, best_epoch, counts, shifts, tuned_shifts, before, after, unaligned, elapsed):
+        trainable, total = counts
+        train_set, val_set, s = self.train_set, self.val_set, self.settings
+        train = self.train_source
+        return FinetuneReport(
+            out_dir=str(self.out), strategy=s.strategy, base_model=str(self.base_info["name"]),
+            n_train_frames=len(train_set), n_val_frames=len(val_set) if val_set else 0, epochs_run=len(log),
+            best_epoch=best_epoch, trainable_parameters=trainable, total_parameters=total,
+            trainable_fraction=trainable / total, base_energy_shifts_ev=shifts, energy_shifts_ev=tuned_shifts,
+            before=before, after=after, base_energy_mae_unaligned_mev_per_atom=unaligned,
+            seconds_per_epoch=float(np.mean([row["seconds"] for row in log])) if log else float("nan"),
+            peak_memory_mb=peak_memory_mb(self.device), log=log,
+            provenance=provenance(self.base_calc, strategy=s.strategy, hyperparameters=dataclasses.asdict(self.hp),
+                                  train=str(train) if isinstance(train, (str, os.PathLike)) else train_set.name,
+                                  train_sha256=train_set.sha256(), training_seconds=elapsed),
+        )
+
+    def write_manifest(self, report: FinetuneReport, weights_path: Path, tuned_shifts, counts) -> None:
+        train_set, val_set, s = self.train_set, self.val_set, self.settings
+        lora = None
+        if s.strategy == "lora":
+            lora = {"r": self.hp.lora_rank or self.adapter.lora_rank, "lora_alpha": s.lora_alpha,
+                    "target_modules": self.adapter.lora_targets}
+        manifest = {
+            "format": MANIFEST_FORMAT, "base_model": self.base_info, "strategy": s.strategy,
+            "weights_file": weights_path.name, "weights_sha256": sha256_file(weights_path), "lora": lora,
+            "hyperparameters": dataclasses.asdict(self.hp),
+            "data": {
+                "train": {"name": train_set.name, "n_frames": len(train_set), "sha256": train_set.sha256()},
+                "val": ({"name": val_set.name, "n_frames": len(val_set), "sha256": val_set.sha256()} if val_set
+                        else None),
+            },
+            "energy_shifts_ev": tuned_shifts, "trainable_parameters": counts[0], "total_parameters": counts[1],
+            "report": {k: v for k, v in report.to_dict().items() if k not in ("log", "provenance")},
+            "provenance": report.provenance,
+        }
+        atomic_write_json(self.out / MANIFEST_NAME, manifest)
+        _plot_learning_curve(report, self.out / "learning_curve.png")
 
 
 def _finished_run(out: Path, run_identity: dict[str, Any], adapter: Any, module: Any) -> FinetuneReport | None:

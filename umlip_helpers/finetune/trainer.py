@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
-from .adapters import FamilyAdapter
-from .strategies import load_trainable_state, trainable_state
+from ..models.base import FamilyAdapter
+from ..models.finetuned import load_trainable_state
+from .strategies import trainable_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_JSON, LOG_CSV = "training_log.json", "training_log.csv"

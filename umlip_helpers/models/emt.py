@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .base import ModelFamily
 
@@ -18,9 +18,6 @@ class EMTFamily(ModelFamily):
         from ase.calculators.emt import EMT
 
         return EMT(**options)
-
-    def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0) -> Path:
-        raise NotImplementedError("EMT has no trainable parameters")
 
     def supported_elements(self, calc) -> set[str]:
         return set(EMT_ELEMENTS)

@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from .base import ModelFamily, preserve_global_state
+from .base import E3nnFamilyAdapter, ModelFamily, Size, preserve_global_state, voigt
 
 if TYPE_CHECKING:
     import torch
@@ -15,9 +15,6 @@ Architecture = Literal["nequip", "allegro"]
 PACKAGE_SUFFIX = ".nequip.zip"
 #: nequip-compile outputs: AOTInductor (``--target ase``) and TorchScript
 COMPILED_SUFFIXES = (".nequip.pt2", ".nequip.pth")
-#: Readout (NequIP: per-atom MLP; Allegro: per-edge MLP) and per-type energy scale/shift.
-HEAD_MODULES = ("model.func.per_atom_energy_readout", "model.func.edge_readout",
-                "model.func.per_type_energy_scale_shift")
 
 
 def _float64_calculator_class():
@@ -49,9 +46,47 @@ def _tiny_model(architecture: Architecture, type_names: list[str], seed: int):
                         readout_mlp_hidden_layers_width=8, **common)
 
 
+class NequIPAdapter(E3nnFamilyAdapter):
+    """NequIP and Allegro packages (eager ``.nequip.zip``; compiled models are not trainable)."""
+
+    family = "nequip"
+    heads = ("model.func.per_atom_energy_readout", "model.func.edge_readout",
+                "model.func.per_type_energy_scale_shift")
+    # NequIP's e3nn linears around each convolution (Allegro has none: its ScalarLinearLayers are not nn.Linear)
+    lora_targets = r".*convnet\.conv\.linear_[12]"
+    lora_rank = 4
+
+    def prepare(self, calc, atoms):
+        return {"data": calc.atoms_to_data(atoms), "energy_to_ev": calc.energy_units_to_eV,
+                "length_to_angstrom": calc.length_units_to_A}
+
+    def predict(self, module, sample, training):
+        module.train(training)  # NequIP keeps the force graph (create_graph) only in training mode
+        out = module(dict(sample["data"]))  # the model adds keys to its input: give it a copy
+        e_unit, l_unit = sample["energy_to_ev"], sample["length_to_angstrom"]
+        s = out["stress"].reshape(3, 3) * e_unit / l_unit ** 3
+        stress = voigt(s)
+        return out["total_energy"].reshape(()) * e_unit, out["forces"] * e_unit / l_unit, stress
+
+    def predict_batch(self, module, samples, training):
+        import torch
+        from nequip.data import AtomicDataDict
+
+        if len(samples) == 1:
+            return [self.predict(module, samples[0], training)]
+        data = AtomicDataDict.batched_from_list([dict(sample["data"]) for sample in samples])
+        module.train(training)
+        out = module(data)
+        e_unit, l_unit = samples[0]["energy_to_ev"], samples[0]["length_to_angstrom"]
+        forces = torch.split(out["forces"] * e_unit / l_unit, data["num_atoms"].tolist())
+        stress = [voigt(s.reshape(3, 3) * e_unit / l_unit ** 3) for s in out["stress"]]
+        return list(zip(out["total_energy"].reshape(-1) * e_unit, forces, stress))
+
+
 class NequIPFamily(ModelFamily):
     name = "nequip"
     package = "nequip"
+    adapter = NequIPAdapter()
 
     def load(self, checkpoint: str | Path | None, device: str, **options: Any):
         """A ``NequIPCalculator`` for a packaged model (``.nequip.zip``, eager mode) or a compiled one
@@ -69,10 +104,11 @@ class NequIPFamily(ModelFamily):
             # nequip exposes eager loading of packages only through this (underscored) constructor
             return calculator_class._from_saved_model(text, device=device, **options)
 
-    def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0, *,
+    def build(self, path: str | Path, elements: Sequence[str], seed: int = 0, *, size: Size = "tiny",
                    architecture: Architecture = "nequip") -> Path:
         """Write a tiny float64 NequIP (2 layers, l_max=1, 4 channels) or Allegro (1 layer) model as a
         ``.nequip.zip`` package laid out as ``nequip-package build`` lays it out (eager model only)."""
+        self.check_size(size, "tiny")
         import torch
         import yaml
         from ase.build import bulk

@@ -1,70 +1,284 @@
-"""SevenNet (NequIP-style e3nn message passing). SevenNet-0, -l3i5 and -MF-0 weights ship in the sevenn wheel."""
+"""SevenNet (NequIP-style e3nn message passing). SevenNet-0, -l3i5 and -MF-0 weights ship in the sevenn wheel.
+
+Everything SevenNet-specific is here: loading, building at any size, the trainer adapter, the closed-form readout
+(:class:`SevenNetReadout`) and the per-species energy references that fine-tuning shifts and export folds in.
+"""
 
 from __future__ import annotations
 
+import copy
+import io
 import uuid
 import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+import numpy as np
 from ase.data import chemical_symbols
 
-from ..io import sha256_file
-from .base import ModelFamily, pickle_mentions
+from ..io import atomic_write_bytes
+from .base import E3nnFamilyAdapter, ModelFamily, ReadoutEvaluation, Size, pickle_mentions
 
-#: The readout after the last interaction block (FINETUNA-style head-only fine-tuning trains these).
-HEAD_MODULES = ("reduce_input_to_hidden", "reduce_hidden_to_energy", "rescale_atomic_energy")
+if TYPE_CHECKING:
+    import torch
+    from ase import Atoms
+
+#: Hyperparameters of ``build``'s sizes ("student": two interactions, scalars and vectors, SevenNet-0's 5 Å cutoff).
+SIZES: dict[str, dict[str, Any]] = {
+    "tiny": {"channel": 4, "lmax": 1, "num_convolution_layer": 2, "weight_nn_hidden_neurons": [8, 8]},
+    "student": {"channel": 16, "lmax": 1, "num_convolution_layer": 2, "cutoff": 5.0,
+                "weight_nn_hidden_neurons": [16, 16]},
+}
+
+
+class SevenNetAdapter(E3nnFamilyAdapter):
+    family = "sevennet"
+    #: the readout after the last interaction block (FINETUNA-style head-only fine-tuning trains these)
+    heads = ("reduce_input_to_hidden", "reduce_hidden_to_energy", "rescale_atomic_energy")
+    frozen_on_purpose = r".*\.denominator"  # each convolution's neighbour-count normalisation
+    # the node-update linears of every interaction and the first readout linear: 3.4% of SevenNet-0 at r=4
+    # (3.7% with lora_extra below)
+    lora_targets = r".*(self_interaction_[12]|reduce_input_to_hidden)\.linear"
+    lora_rank = 4
+    #: trained in full next to the adapters (0.3%): the first layer of each radial network, from the distance
+    #: basis. The convolution weights come from these networks (LoRA cannot reach them), and without them LoRA
+    #: barely moves the stress (a 6-9 GPa pressure offset on YMnO3)
+    lora_extra = r".*convolution\.weight_nn\.layer0\.weight"
+
+    def prepare(self, calc, atoms):
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        return {"graph": unlabeled_atoms_to_graph(atoms, calc.cutoff, with_shift=False),
+                "modal": getattr(calc, "modal", None), "device": calc.device}
+
+    @staticmethod
+    def _graph(sample):
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+
+        graph = AtomGraphData.from_numpy_dict(sample["graph"])  # the model writes into its input: rebuild it
+        if sample["modal"]:
+            graph[KEY.DATA_MODALITY] = sample["modal"]
+        return graph
+
+    def predict(self, module, sample, training):
+        import sevenn._keys as KEY
+
+        data = self._graph(sample)
+        data.to(sample["device"])
+        module.train(training)  # SevenNet keeps the force graph (create_graph) only in training mode
+        out = module(data)
+        stress = -out[KEY.PRED_STRESS][[0, 1, 2, 4, 5, 3]]
+        return out[KEY.PRED_TOTAL_ENERGY].reshape(()), out[KEY.PRED_FORCE], stress
+
+    def predict_batch(self, module, samples, training):
+        import sevenn._keys as KEY
+        import torch
+        from torch_geometric.data import Batch
+
+        if len(samples) == 1:
+            return [self.predict(module, samples[0], training)]
+        graphs = [self._graph(sample) for sample in samples]
+        data = Batch.from_data_list(graphs).to(samples[0]["device"])
+        was_batched = module.is_batch_data  # the ASE calculator runs the same module unbatched
+        module.set_is_batch_data(True)
+        try:
+            module.train(training)
+            out = module(data)
+        finally:
+            module.set_is_batch_data(was_batched)
+        forces = torch.split(out[KEY.PRED_FORCE], [len(graph[KEY.ATOMIC_NUMBERS]) for graph in graphs])
+        stress = -out[KEY.PRED_STRESS][:, [0, 1, 2, 4, 5, 3]]
+        return list(zip(out[KEY.PRED_TOTAL_ENERGY], forces, stress))
 
 
 class SevenNetFamily(ModelFamily):
     name = "sevennet"
     package = "sevenn"
+    adapter = SevenNetAdapter()
 
     def load(self, checkpoint: str | Path | None, device: str, model: str = "7net-0", modal: str | None = None,
              **options: Any):
         from sevenn.calculator import SevenNetCalculator
-        from sevenn.util import pretrained_name_to_path
 
-        source = str(checkpoint) if checkpoint is not None else pretrained_name_to_path(model)
+        source = str(checkpoint) if checkpoint is not None else str(self.shipped_weights(model=model))
         with warnings.catch_warnings():  # "no tensor-product accelerator": expected on CPU
             warnings.filterwarnings("ignore", message="No tensor product accelerator")
-            calc = SevenNetCalculator(source, device=device, modal=modal, **options)
-        calc._umlip_checkpoint = source
-        calc._umlip_sha256 = sha256_file(source)
-        return calc
+            return SevenNetCalculator(source, device=device, modal=modal, **options)
+
+    def shipped_weights(self, model: str = "7net-0", **options: Any) -> Path:
+        from sevenn.util import pretrained_name_to_path
+
+        return Path(pretrained_name_to_path(model))
 
     def recognises(self, path: Path) -> bool:
         return pickle_mentions(path, b"model_state_dict", b"num_convolution_layer", b"_type_map")
 
-    def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0, channel: int = 4,
-                   lmax: int = 1, layers: int = 2) -> Path:
-        """A SevenNet of the real architecture with a few channels, written as a sevenn checkpoint."""
+    def build(self, path: str | Path, elements: Sequence[str], seed: int = 0, *, size: Size = "tiny",
+              energy_references_ev: Mapping[str, float] | None = None, force_scale_ev_per_angstrom: float = 1.0,
+              avg_num_neighbours: float = 10.0, **options: Any) -> Path:
+        """A SevenNet of the real architecture at ``size`` (:data:`SIZES`; ``options`` override its entries),
+        written as a sevenn checkpoint. A student gets species-wise shifts (``energy_references_ev``) and scales
+        (``force_scale_ev_per_angstrom``) and the neighbour-count normalisation; the tiny model a zero shift."""
         import torch
         from sevenn.model_build import build_E3_equivariant_model
         from sevenn.util import chemical_species_preprocess, load_checkpoint
 
         config = load_checkpoint("7net-0").config
-        species = sorted(set(elements))
-        config.update(chemical_species_preprocess(species))
-        config.update({"channel": channel, "lmax": lmax, "lmax_edge": -1, "lmax_node": -1,
-                       "num_convolution_layer": layers, "irreps_manual": False, "use_species_wise_shift_scale": False,
-                       "shift": 0.0, "scale": 1.0, "conv_denominator": 10.0,
-                       "weight_nn_hidden_neurons": [8, 8]})
+        config.update(chemical_species_preprocess(sorted(set(elements))))
+        config.update({**SIZES[size], **options, "lmax_edge": -1, "lmax_node": -1, "irreps_manual": False})
+        if size == "tiny":
+            config.update({"use_species_wise_shift_scale": False, "shift": 0.0, "scale": 1.0,
+                           "conv_denominator": 10.0})
+        else:
+            by_index = sorted(config["_type_map"], key=config["_type_map"].get)
+            config.update({"is_parity": False, "use_species_wise_shift_scale": True,
+                           "shift": [(energy_references_ev or {}).get(chemical_symbols[z], 0.0) for z in by_index],
+                           "scale": [force_scale_ev_per_angstrom] * len(by_index),
+                           "conv_denominator": avg_num_neighbours, "train_shift_scale": False,
+                           "train_denominator": False})
         torch.manual_seed(seed)
-        model = build_E3_equivariant_model(config)
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"config": config, "model_state_dict": model.state_dict(), "epoch": 0,
-                    "optimizer_state_dict": {}, "scheduler_state_dict": {},
-                    "time": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": uuid.uuid4().hex}, path)
-        return path
+        return save_checkpoint(path, config, build_E3_equivariant_model(config))
+
+    def save(self, calc, path: str | Path) -> Path:
+        """Write the calculator's model (with its current weights) as a sevenn checkpoint."""
+        return save_checkpoint(path, calc.sevennet_config, calc.model)
+
+    def energy_references(self, calc) -> tuple["torch.Tensor", dict[str, int]]:
+        """SevenNet's species-wise energy shift (eV per atom, added after the per-atom scale) and each element's
+        row in it."""
+        shift = calc.model.rescale_atomic_energy.shift
+        if shift.numel() != len(calc.type_map):
+            raise ValueError("sevennet: this model has one energy shift for every species "
+                             "(use_species_wise_shift_scale=False); per-element shifts cannot be folded into it")
+        return shift, {chemical_symbols[z]: index for z, index in calc.type_map.items()}
 
     def torch_module(self, calc):
         return calc.model
 
+    def readout(self, calc) -> "SevenNetReadout":
+        return SevenNetReadout(calc)
+
     def supported_elements(self, calc) -> set[str]:
         return {chemical_symbols[z] for z in calc.type_map}
+
+    def export(self, calc, fmt, out, elements):
+        from .._export_sevennet import export_lammps
+
+        return export_lammps(calc, Path(out), list(elements))
+
+
+def save_checkpoint(path: str | Path, config: dict[str, Any], module: "torch.nn.Module") -> Path:
+    """``module`` and its build ``config`` as a checkpoint that sevenn (and ``load_calculator``) loads, atomically."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save({"config": config, "model_state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+                "epoch": 0, "optimizer_state_dict": {}, "scheduler_state_dict": {},
+                "time": datetime.now().strftime("%Y-%m-%d %H:%M"), "hash": uuid.uuid4().hex}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+class SevenNetReadout:
+    """SevenNet's ``reduce_hidden_to_energy`` (an o3.Linear on scalars, no bias) as a linear head.
+
+    Works on a private copy of the model, so the calculator passed in is never modified.
+    """
+
+    def __init__(self, calc):
+        import torch
+
+        self.calc = copy.deepcopy(calc)
+        self.model = self.calc.model
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.weight = self.model.reduce_hidden_to_energy.linear.weight
+        self.weight.requires_grad_(True)
+        self.theta0 = self.weight.detach().clone()
+        self.basis = None  # (D, k) torch tensor, orthonormal columns
+        self.device = next(self.model.parameters()).device
+        self.torch = torch
+
+    @property
+    def width(self) -> int:
+        return self.theta0.numel()
+
+    def set_coefficients(self, coefficients: np.ndarray | None) -> None:
+        """θ = θ0 + U a (a=None restores the pretrained readout)."""
+        with self.torch.no_grad():
+            self.weight.copy_(self.theta0)
+            if coefficients is not None:
+                self.weight.add_(self.basis @ self.torch.as_tensor(coefficients, dtype=self.weight.dtype,
+                                                                    device=self.device))
+        self.calc.reset()  # its cached results came from the old weights
+
+    def choose_basis(self, atom_features: np.ndarray, rank: int) -> None:
+        """The ``rank`` leading principal directions of per-atom readout inputs (all of θ when rank ≥ width)."""
+        D = self.width
+        if rank >= D:
+            basis = np.eye(D)
+        else:
+            centred = atom_features - atom_features.mean(axis=0)
+            _, _, vt = np.linalg.svd(np.vstack([centred, atom_features.mean(axis=0, keepdims=True)]),
+                                     full_matrices=False)
+            basis = vt[:rank].T
+        self.basis = self.torch.as_tensor(basis, dtype=self.weight.dtype, device=self.device)
+
+    def _forward(self, atoms: "Atoms"):
+        """Energy (with its graph), edge vectors, edge index and readout inputs, without sevenn's force module."""
+        import sevenn._keys as KEY
+        from sevenn.atom_graph_data import AtomGraphData
+        from sevenn.train.dataload import unlabeled_atoms_to_graph
+
+        data = AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, self.calc.cutoff, with_shift=False))
+        if self.calc.modal:
+            data[KEY.DATA_MODALITY] = self.calc.modal
+        data.to(self.device)
+        data = self.model._preprocess(data)
+        features = None
+        for name, module in self.model._modules.items():
+            if name == "force_output":
+                continue
+            if name == "reduce_hidden_to_energy":
+                features = data[KEY.NODE_FEATURE]
+            data = module(data)
+        return data[KEY.PRED_TOTAL_ENERGY].sum(), data[KEY.EDGE_VEC], data[KEY.EDGE_IDX], features
+
+    def _edge_to_forces(self, grad, edge_idx, n: int):
+        """Per-atom forces from ∂E/∂(edge vector), with the sign convention of sevenn's ForceStressOutputFromEdge."""
+        out = self.torch.zeros(n, 3, dtype=grad.dtype, device=grad.device)
+        return out.index_add_(0, edge_idx[0], grad).index_add_(0, edge_idx[1], -grad)
+
+    def graph_forces(self, atoms: "Atoms"):
+        """Forces as a torch tensor differentiable w.r.t. the readout weight (for gradient-descent training)."""
+        energy, edge_vec, edge_idx, _ = self._forward(atoms)
+        grad, = self.torch.autograd.grad(energy, edge_vec, create_graph=True)
+        return self._edge_to_forces(grad, edge_idx, len(atoms))
+
+    def evaluate(self, atoms: "Atoms", directions: np.ndarray | None = None):
+        """Energy, forces and readout inputs; with ``directions`` (m, k) also Φ and B along them.
+        ``directions=np.eye(k)`` gives the full subspace Jacobian (k backward passes)."""
+        torch = self.torch
+        energy, edge_vec, edge_idx, features = self._forward(atoms)
+        n = len(atoms)
+        jacobian = directions is not None and len(directions) > 0
+        grad_e, = torch.autograd.grad(energy, edge_vec, retain_graph=jacobian)
+        result = ReadoutEvaluation(float(energy.detach()),
+                            self._edge_to_forces(grad_e, edge_idx, n).detach().cpu().numpy().astype(float),
+                            features.detach().cpu().numpy().astype(float))
+        if jacobian:
+            phi_full, = torch.autograd.grad(energy, self.weight, create_graph=True)
+            phi = phi_full @ (self.basis @ torch.as_tensor(np.asarray(directions).T, dtype=self.weight.dtype,
+                                                            device=self.device))
+            phi_forces = []
+            for j in range(phi.numel()):
+                g, = torch.autograd.grad(phi[j], edge_vec, retain_graph=j < phi.numel() - 1)
+                phi_forces.append(self._edge_to_forces(g, edge_idx, n))
+            result.phi = phi.detach().cpu().numpy().astype(float)
+            result.phi_forces = torch.stack(phi_forces).detach().cpu().numpy().astype(float)
+        return result
 
 
 FAMILY = SevenNetFamily()

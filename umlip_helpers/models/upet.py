@@ -8,13 +8,11 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from .base import ModelFamily, pickle_mentions
+from .base import FamilyAdapter, ModelFamily, Size, pickle_mentions, voigt
 
 if TYPE_CHECKING:
     import torch
 
-#: PET per-target readouts, as named in both the metatrain model and its TorchScript export.
-HEAD_MODULES = ("backend.node_heads", "backend.edge_heads", "backend.node_last_layers", "backend.edge_last_layers")
 
 
 @contextlib.contextmanager
@@ -46,9 +44,76 @@ def _is_metatomic_export(path: Path) -> bool:
         return False
 
 
+class UPETAdapter(FamilyAdapter):
+    """PET (metatrain) from a metatrain checkpoint (``.ckpt``, the form PET-MAD is published in).
+
+    LoRA targets the attention and feed-forward linears of the transformer in every GNN layer: 0.97% of a PET
+    with metatrain's default sizes at r=4 (metatrain's own LoRA adapts the attention linears only).
+    """
+
+    family = "upet"
+    heads = ("backend.node_heads", "backend.edge_heads", "backend.node_last_layers", "backend.edge_last_layers")
+    lora_targets = r".*backend\.gnn_layers\.\d+\.trans\.layers\.\d+\.(attention\.(input|output)_linear|mlp\.w_(in|out))"
+    lora_rank = 4
+
+    def module(self, calc):
+        trainable = getattr(calc, "umlip_trainable_module", None)
+        if trainable is None:
+            raise ValueError(
+                "upet: this calculator runs an exported TorchScript model (.pt), which cannot be fine-tuned; "
+                "load the metatrain checkpoint (.ckpt) it was exported from (PET-MAD is published as .ckpt)")
+        exported = calc._model  # metatomic's AtomisticModel: it must run this very module, or training is unseen
+        if exported.module is not trainable:
+            exported.module = trainable
+        return trainable
+
+    def prepare(self, calc, atoms):
+        from metatomic.torch import systems_to_torch
+        from metatrain.utils.neighbor_lists import get_system_with_neighbor_lists
+
+        capabilities = calc._model.capabilities()
+        unit = capabilities.outputs[calc._energy_key].unit
+        if unit != "eV" or capabilities.length_unit.lower() not in ("angstrom", "a"):
+            raise ValueError(f"upet: fine-tuning needs a model in eV and Angstrom, this one gives {unit} and "
+                             f"{capabilities.length_unit}")
+        system = systems_to_torch(atoms, dtype=calc._dtype, device=calc._device)
+        system = get_system_with_neighbor_lists(system, calc._model.requested_neighbor_lists())
+        return {"system": system, "energy_key": calc._energy_key}
+
+    def predict(self, module, sample, training):
+        return self.predict_batch(module, [sample], training)[0]
+
+    def predict_batch(self, module, samples, training):
+        import torch
+        import metatensor.torch as mts
+        from metatomic.torch import ModelOutput, System, register_autograd_neighbors
+
+        strained, positions, strains = [], [], []
+        for sample in samples:  # forces and stress are gradients with respect to positions and a strain
+            system = sample["system"]
+            positions.append(system.positions.detach().clone().requires_grad_(True))
+            strains.append(torch.eye(3, dtype=positions[-1].dtype, device=positions[-1].device, requires_grad=True))
+            strained.append(System(types=system.types, positions=positions[-1] @ strains[-1],
+                                   cell=system.cell @ strains[-1], pbc=system.pbc))
+            for options in system.known_neighbor_lists():
+                neighbors = mts.detach_block(system.get_neighbor_list(options))
+                register_autograd_neighbors(strained[-1], neighbors)
+                strained[-1].add_neighbor_list(options, neighbors)
+        # metatrain's PET adds its per-element energies and output scales in eval mode only: always evaluate
+        module.eval()
+        key = samples[0]["energy_key"]
+        out = module(strained, {key: ModelOutput(unit="eV", sample_kind="system")})
+        energies = out[key].block().values.reshape(-1)
+        grads = torch.autograd.grad(energies.sum(), positions + strains, create_graph=training)
+        volumes = [torch.abs(torch.linalg.det(sample["system"].cell)) for sample in samples]
+        return [(energy, -grad_positions, voigt(grad_strain / volume)) for energy, grad_positions, grad_strain, volume
+                in zip(energies, grads[:len(samples)], grads[len(samples):], volumes)]
+
+
 class UPETFamily(ModelFamily):
     name = "upet"
     package = "upet"
+    adapter = UPETAdapter()
 
     def load(self, checkpoint: str | Path | None, device: str, **options: Any):
         """A ``MetatomicCalculator`` for an exported metatomic model (``.pt``) or a metatrain checkpoint
@@ -72,10 +137,11 @@ class UPETFamily(ModelFamily):
                 return calc
             return MetatomicCalculator(str(checkpoint), device=device, **options)
 
-    def build_tiny(self, path: str | Path, elements: Sequence[str], seed: int = 0, *,
+    def build(self, path: str | Path, elements: Sequence[str], seed: int = 0, *, size: Size = "tiny",
                    form: Literal["exported", "checkpoint"] = "exported") -> Path:
         """Write a one-layer metatrain ``PET`` (8-wide, float64), exported as a metatomic model (``.pt``) or
         as a metatrain checkpoint (``.ckpt``, the form PET-MAD is published in)."""
+        self.check_size(size, "tiny")
         with _torch_functions_torchscript_can_compile():
             return self._build_tiny(Path(path), elements, seed, form)
 

@@ -24,7 +24,7 @@ from ase.build import make_supercell
 from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
-from ..io import provenance, to_jsonable
+from ..io import model_info, provenance, to_jsonable
 from ..models import check_elements, load_calculator
 from ..parents import parent_calculator
 from ..results import Result
@@ -278,13 +278,13 @@ def phonon_finetune(
     finetune_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    device = (getattr(calc, "umlip_info", {}) or {}).get("device", "auto")
+    device = model_info(calc).device or "auto"
     finetuned_phonons = phonons(atoms, load_calculator(report.out_dir, device=device), **phonon_options)
     phonon_seconds += time.perf_counter() - started
 
     mae_base, ratio_base = frequency_agreement(base_phonons, parent_phonons, ratio_min_frequency_thz)
     mae_tuned, ratio_tuned = frequency_agreement(finetuned_phonons, parent_phonons, ratio_min_frequency_thz)
-    parent_name = str((getattr(parent_calc, "umlip_info", None) or {}).get("name", type(parent_calc).__name__))
+    parent_name = model_info(parent_calc).name
     return PhononFinetuneResult(
         base_model=report.base_model,
         parent_model=parent_name,
