@@ -24,7 +24,8 @@ from ase.build import bulk  # noqa: E402
 
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import MODELS, load_calculator, model_status  # noqa: E402
-from umlip_helpers.properties import defects  # noqa: E402
+from umlip_helpers.properties import (fcc_lattice_parameter, generalized_stacking_fault, references,  # noqa: E402
+                                      surface_energies, vacancy_formation_energy)
 from umlip_helpers.properties.elastic import elastic_constants  # noqa: E402
 from umlip_helpers.properties.eos import eos  # noqa: E402
 from umlip_helpers.properties.phonons import phonons  # noqa: E402
@@ -64,14 +65,14 @@ def run_model(calc, settings: dict) -> tuple[dict, dict]:
                   progress=False).atoms
     timed("eos", eos, cubic, calc, progress=False)
     timed("elastic", elastic_constants, cubic, calc, progress=False)
-    a0 = defects.fcc_lattice_parameter(cubic)[1]
+    a0 = fcc_lattice_parameter(cubic)[1]
     timed("phonons", phonons, bulk("Ni", "fcc", a=a0), calc, supercell=settings["phonon_supercell"], mesh=10,
           progress=False)
-    timed("vacancy", defects.vacancy_formation_energy, cubic, calc, sizes=settings["vacancy_sizes"], fmax=fmax,
+    timed("vacancy", vacancy_formation_energy, cubic, calc, sizes=settings["vacancy_sizes"], fmax=fmax,
           progress=False)
-    timed("stacking_fault", defects.generalized_stacking_fault, cubic, calc, n_layers=settings["gsf_layers"],
+    timed("stacking_fault", generalized_stacking_fault, cubic, calc, n_layers=settings["gsf_layers"],
           n_points=settings["gsf_points"], fmax=fmax, progress=False)
-    timed("surfaces", defects.surface_energies, cubic, calc, thickness_angstrom=settings["surface_thickness"],
+    timed("surfaces", surface_energies, cubic, calc, thickness_angstrom=settings["surface_thickness"],
           fmax=fmax, progress=False)
     return results, timings
 
@@ -88,7 +89,7 @@ def main(argv=None) -> dict:
     models = args.models or offline_models()
     settings = SETTINGS[args.profile]
     out = Path(args.out or Path(__file__).parent / "results" / "ni_properties.json")
-    table = defects.literature_values()
+    table = references.literature_values()
     report = {"benchmark": "ni_properties", "profile": args.profile, "settings": settings,
               "command": "python benchmarks/ni_properties.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "models": {}}
@@ -97,7 +98,7 @@ def main(argv=None) -> dict:
         start = time.perf_counter()
         results, timings = run_model(calc, settings)
         wall = time.perf_counter() - start
-        rows = defects.comparison_rows(results, table)
+        rows = references.comparison_rows(results, table)
         report["models"][name] = {
             "properties": {row["property"]: row for row in rows},
             "stacking_fault_curve_mj_m2": results["stacking_fault"].gamma_mj_m2,

@@ -25,8 +25,8 @@ from ase.build import bulk  # noqa: E402
 from umlip_helpers.io import atomic_write_json, model_info, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent, gpaw_parent  # noqa: E402
-from umlip_helpers.properties.defects import compare_to_reference, literature_values  # noqa: E402
 from umlip_helpers.properties.phonon_finetune import phonon_finetune  # noqa: E402
+from umlip_helpers.properties.references import compare_to_reference, literature_values  # noqa: E402
 from umlip_helpers.properties.relax import relax  # noqa: E402
 
 SETTINGS = {

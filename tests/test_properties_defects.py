@@ -9,7 +9,8 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from umlip_helpers.properties import alloys, defects
+from umlip_helpers import properties as defects  # vacancy, stacking_faults, surfaces, adsorption, references
+from umlip_helpers.properties import alloys
 from umlip_helpers.properties.relax import relax
 
 

@@ -1,12 +1,21 @@
-"""Property workflows: each takes Atoms and a calculator and returns a frozen Result with units in its field names."""
+"""Property workflows: each takes Atoms and a calculator and returns a frozen Result with units in its field names.
 
+One module per property (eos, elastic, phonons, vacancy, stacking_faults, surfaces, adsorption, alloys,
+phonon_finetune; relax underneath them all); ``references`` compares results with the literature in
+``data/references``."""
+
+from ._common import EV_PER_A2_TO_J_PER_M2, fcc_lattice_parameter
+from .adsorption import AdsorptionResult, adsorption_energies
 from .alloys import l12_compound, random_solid_solution, solid_solution_scan
-from .defects import adsorption_energies, generalized_stacking_fault, surface_energies, vacancy_formation_energy
 from .elastic import ElasticResult, elastic_constants
 from .eos import DeltaBenchmarkResult, EOSFitError, EOSResult, delta_benchmark, delta_gauge, eos
-from .phonons import PhononResult, phonons
 from .phonon_finetune import PhononFinetuneResult, phonon_finetune, rattled_supercells
+from .phonons import PhononResult, phonons
+from .references import compare_to_reference, comparison_rows, literature_values
 from .relax import RelaxationNotConverged, RelaxResult, relax
+from .stacking_faults import StackingFaultResult, generalized_stacking_fault
+from .surfaces import SurfaceEnergyResult, surface_energies
+from .vacancy import VacancyResult, vacancy_formation_energy
 
 __all__ = ["DeltaBenchmarkResult", "EOSFitError", "EOSResult", "ElasticResult", "PhononResult",
            "RelaxResult", "RelaxationNotConverged", "adsorption_energies", "delta_benchmark", "delta_gauge",
@@ -14,3 +23,5 @@ __all__ = ["DeltaBenchmarkResult", "EOSFitError", "EOSResult", "ElasticResult", 
            "random_solid_solution", "relax", "solid_solution_scan", "surface_energies",
            "vacancy_formation_energy"]
 __all__ += ["PhononFinetuneResult", "phonon_finetune", "rattled_supercells"]
+__all__ += ["EV_PER_A2_TO_J_PER_M2", "AdsorptionResult", "StackingFaultResult", "SurfaceEnergyResult", "VacancyResult",
+            "compare_to_reference", "comparison_rows", "fcc_lattice_parameter", "literature_values"]

@@ -1,0 +1,85 @@
+"""Comparison with the literature: the tables in ``data/references`` (quantity, value, unit, method, source, one
+DOI each), the preferred reference of a quantity and the percent error of a computed value, and one row per
+property of the eos, elastic, phonon, vacancy, stacking-fault and surface results."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..results import Result
+
+#: literature tables (quantity, value, unit, method, source), read in this order
+REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "references"
+LITERATURE_FILES = ("ni_literature.csv", "ni_defects_alloys_literature.csv")
+
+
+def literature_values(files: Sequence[str | Path] = LITERATURE_FILES) -> dict[str, list[dict]]:
+    """Rows of the literature tables in data/references grouped by quantity, in file order (the first row of a
+    quantity is the preferred reference). Rows without a value ("missing") are kept with ``value`` None."""
+    table: dict[str, list[dict]] = {}
+    for name in files:
+        path = Path(name) if Path(name).is_absolute() else REFERENCE_DIR / name
+        with open(path, newline="") as handle:
+            lines = [line for line in handle if not line.startswith("#")]
+        for row in csv.DictReader(lines):
+            value = row["value"].strip()
+            table.setdefault(row["quantity"], []).append(
+                {**row, "value": float(value) if value else None, "file": path.name})
+    return table
+
+
+def compare_to_reference(quantity: str, value: float, table: dict[str, list[dict]] | None = None) -> dict:
+    """{value, reference, percent_error, unit, method, source} for the preferred reference of ``quantity``;
+    reference and percent_error are None when data/references holds no value for it."""
+    rows = [r for r in (table if table is not None else literature_values()).get(quantity, [])
+            if r["value"] is not None]
+    if not rows:
+        return {"value": value, "reference": None, "percent_error": None, "unit": None, "method": None,
+                "source": "no reference in data/references"}
+    ref = rows[0]
+    return {"value": value, "reference": ref["value"], "percent_error": 100 * (value - ref["value"]) / ref["value"],
+            "unit": ref["unit"], "method": ref["method"], "source": ref["source"]}
+
+
+def _phonon_branch(result, label: str, branch: str) -> float:
+    frequencies = np.sort(np.asarray(result.qpoint_frequencies_thz[label]))
+    return float(frequencies[0] if branch == "TA" else frequencies[-1])
+
+
+#: (quantity in data/references, unit, result key, reader)
+COMPARISONS = (
+    ("a0", "Å", "eos", lambda r: r.a0_angstrom),
+    ("B0", "GPa", "eos", lambda r: r.b0_gpa),
+    ("C11", "GPa", "elastic", lambda r: r.c11_gpa),
+    ("C12", "GPa", "elastic", lambda r: r.c12_gpa),
+    ("C44", "GPa", "elastic", lambda r: r.c44_gpa),
+    ("phonon_X_TA", "THz", "phonons", lambda r: _phonon_branch(r, "X", "TA")),
+    ("phonon_X_LA", "THz", "phonons", lambda r: _phonon_branch(r, "X", "LA")),
+    ("phonon_L_TA", "THz", "phonons", lambda r: _phonon_branch(r, "L", "TA")),
+    ("phonon_L_LA", "THz", "phonons", lambda r: _phonon_branch(r, "L", "LA")),
+    ("vacancy_formation_energy", "eV", "vacancy", lambda r: r.e_vac_ev),
+    ("isf_energy", "mJ/m^2", "stacking_fault", lambda r: r.isf_mj_m2),
+    ("usf_energy", "mJ/m^2", "stacking_fault", lambda r: r.usf_mj_m2),
+    ("surface_energy_111", "J/m^2", "surfaces", lambda r: r.gamma_j_m2.get("111")),
+    ("surface_energy_100", "J/m^2", "surfaces", lambda r: r.gamma_j_m2.get("100")),
+    ("surface_energy_110", "J/m^2", "surfaces", lambda r: r.gamma_j_m2.get("110")),
+)
+
+
+def comparison_rows(results: dict[str, Result], table: dict[str, list[dict]] | None = None) -> list[dict]:
+    """One row per property found in ``results`` (keys: eos, elastic, phonons, vacancy, stacking_fault, surfaces),
+    with the preferred literature reference and the percent error (None where data/references has no value)."""
+    table = table if table is not None else literature_values()
+    rows = []
+    for quantity, unit, key, read in COMPARISONS:
+        if key not in results:
+            continue
+        value = read(results[key])
+        if value is None:
+            continue
+        rows.append({"property": quantity, **compare_to_reference(quantity, float(value), table), "unit": unit})
+    return rows
