@@ -23,8 +23,9 @@ from ..data import DFTDataset, check_frames, read_dataset, random_split
 from ..errors import DataValidationError, ModelUnavailable, UmlipError, UnsupportedElements
 from ..io import atomic_write_json, model_info, provenance, sha256_file
 from ..models import MANIFEST_NAME, adapter_for, load_calculator, read_manifest, supported_elements, unshifted
-from ..models.finetuned import MANIFEST_FORMAT, Strategy, apply_saved_weights
+from ..models.finetuned import MANIFEST_FORMAT, WEIGHTS_FILE, Strategy, apply_saved_weights
 from ..results import Result
+from .distributed import local_device, ranks
 from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
 from .trainer import (CHECKPOINT_NAME, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors, make_samples,
                       peak_memory_mb, predict_all, prepare_samples)
@@ -183,6 +184,8 @@ def finetune(
     if train is None:
         raise DataValidationError([("train", None, "dataset", "no training data given")])
     train_set, val_set = _datasets(train, val, settings)
+    if out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UmlipError("finetune under torchrun needs out= (--out): every rank must write to the same directory")
     out = _output_directory(out, resume)
     return _Run(model, train, train_set, val_set, settings, out, resume, progress, callback).execute()
 
@@ -226,8 +229,9 @@ class _Run:
         self.train_source, self.train_set, self.val_set = train, train_set, val_set
         self.settings, self.out, self.resume, self.progress, self.callback = settings, out, resume, progress, callback
         torch.manual_seed(settings.seed)
+        self.ranks = ranks(settings.device)
         calc = model if hasattr(model, "get_potential_energy") or hasattr(model, "calculate") else \
-            load_calculator(model, device=settings.device)
+            load_calculator(model, device=local_device(settings.device))
         _check_coverage(calc, (train_set, val_set))
         self.base_info, self.base_calc = _base_descriptor(calc, out), calc
         self.calc = unshifted(calc)  # a fine-tuned model trains further: its shifts are fitted again below
@@ -241,7 +245,8 @@ class _Run:
                          "hyperparameters": dataclasses.asdict(self.hp)}
 
     def predict(self, prepared, label: str):
-        return predict_all(self.adapter, self.module, prepared, label, self.progress, self.settings.batched)
+        return predict_all(self.adapter, self.module, prepared, label, self.progress and self.ranks.main,
+                           self.settings.batched, self.ranks)
 
     def execute(self) -> FinetuneReport:
         import torch
@@ -250,8 +255,9 @@ class _Run:
         if finished is not None:
             return finished
         adapter, train_set, val_set = self.adapter, self.train_set, self.val_set
-        prepared_train = prepare_samples(adapter, self.calc, train_set, "train", self.progress)
-        prepared_val = prepare_samples(adapter, self.calc, val_set, "val", self.progress) if val_set else None
+        show = self.progress and self.ranks.main
+        prepared_train = prepare_samples(adapter, self.calc, train_set, "train", show)
+        prepared_val = prepare_samples(adapter, self.calc, val_set, "val", show) if val_set else None
         base_train = self.predict(prepared_train, "base, train")
         base_val = self.predict(prepared_val, "base, val") if val_set else None
         shifts = align_energies(train_set, base_train)
@@ -262,15 +268,18 @@ class _Run:
         torch.manual_seed(self.settings.seed)  # LoRA's A matrices are random: same seed, same start
         s = self.settings
         peft_model = apply_strategy(self.module, adapter, s.strategy, s.lora_rank, s.lora_alpha)
+        self.ranks.broadcast_parameters(self.module)  # one start on every rank
         trainable, total = parameter_counts(self.module)
         started = time.perf_counter()
         outcome = run_training(
             adapter, self.module, make_samples(train_set, prepared_train, shifts, self.device),
             make_samples(val_set, prepared_val, shifts, self.device) if val_set else None, self.hp, self.out,
             resume=self.resume, progress=self.progress, callback=self.callback, run_identity=self.identity,
-            batched=s.batched)
+            batched=s.batched, ranks=self.ranks)
         elapsed = time.perf_counter() - started
-        weights_path = save_weights(self.out, self.module, peft_model, s.strategy)
+        weights_path = self.out / WEIGHTS_FILE[s.strategy]
+        if self.ranks.main:
+            save_weights(self.out, self.module, peft_model, s.strategy)
         if peft_model is not None:
             peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
         self.module.eval()
@@ -282,7 +291,9 @@ class _Run:
         after = errors(eval_set, tuned_eval, tuned_shifts)
         report = self.report(outcome["log"], outcome["best_epoch"], (trainable, total), shifts, tuned_shifts,
                              before, after, unaligned, elapsed)
-        self.write_manifest(report, weights_path, tuned_shifts, (trainable, total))
+        if self.ranks.main:
+            self.write_manifest(report, weights_path, tuned_shifts, (trainable, total))
+        self.ranks.barrier()
         return report
 
     def report(self, log, best_epoch, counts, shifts, tuned_shifts, before, after, unaligned, elapsed):
@@ -299,7 +310,8 @@ class _Run:
             peak_memory_mb=peak_memory_mb(self.device), log=log,
             provenance=provenance(self.base_calc, strategy=s.strategy, hyperparameters=dataclasses.asdict(self.hp),
                                   train=str(train) if isinstance(train, (str, os.PathLike)) else train_set.name,
-                                  train_sha256=train_set.sha256(), training_seconds=elapsed),
+                                  train_sha256=train_set.sha256(), training_seconds=elapsed,
+                                  processes=self.ranks.world),
         )
 
     def write_manifest(self, report: FinetuneReport, weights_path: Path, tuned_shifts, counts) -> None:

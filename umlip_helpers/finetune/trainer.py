@@ -23,6 +23,7 @@ from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
 from ..models.base import FamilyAdapter
 from ..models.finetuned import load_trainable_state
+from .distributed import Ranks
 from .strategies import trainable_state
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -94,19 +95,23 @@ def batched_by_default(adapter: FamilyAdapter, module: torch.nn.Module) -> bool:
 
 
 def predict_all(adapter: FamilyAdapter, module: torch.nn.Module, prepared: Sequence[Any], label: str,
-                progress: bool = True, batched: bool | None = None) -> list[dict[str, np.ndarray]]:
-    """Energy (eV), forces (eV/Å) and stress (eV/Å^3, Voigt) for each prepared frame, without parameter grads."""
+                progress: bool = True, batched: bool | None = None, ranks: Ranks = Ranks()
+                ) -> list[dict[str, np.ndarray]]:
+    """Energy (eV), forces (eV/Å) and stress (eV/Å^3, Voigt) for each prepared frame, without parameter grads
+    (each rank predicts its share; every rank gets them all)."""
     batch_size = 8 if (batched_by_default(adapter, module) if batched is None else batched) else 1
+    mine = ranks.share(prepared)
     outputs = []
-    with tqdm(total=len(prepared), desc=f"predict ({label})", disable=not progress, leave=False) as bar:
-        for start in range(0, len(prepared), batch_size):
-            chunk = list(prepared[start:start + batch_size])
+    with tqdm(total=len(mine), desc=f"predict ({label})", disable=not progress or not ranks.main,
+              leave=False) as bar:
+        for start in range(0, len(mine), batch_size):
+            chunk = mine[start:start + batch_size]
             for energy, forces, stress in adapter.predict_batch(module, chunk, training=False):
                 outputs.append({"energy": float(energy.detach()), "forces": forces.detach().cpu().numpy(),
                                 "stress": stress.detach().cpu().numpy()})
             module.zero_grad(set_to_none=True)
             bar.update(len(chunk))
-    return outputs
+    return ranks.gather(outputs, len(prepared))
 
 
 def errors(dataset: DFTDataset, predictions: list[dict[str, np.ndarray]], shifts: dict[str, float] | None
@@ -163,13 +168,15 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
 
 
 def accumulate_gradients(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample],
-                         weights: LossWeights, batched: bool) -> dict[str, float]:
-    """Backpropagate the mean of the frames' losses, in one forward (``batched``) or a forward and backward per
-    frame; return :func:`batch_loss`'s sums over the frames."""
+                         weights: LossWeights, batched: bool, batch_frames: int | None = None) -> dict[str, float]:
+    """Backpropagate the frames' losses divided by ``batch_frames`` (the whole batch's size, of which ``samples`` may
+    be one rank's share; default: all of it, giving the mean), in one forward (``batched``) or a forward and backward
+    per frame; return :func:`batch_loss`'s sums over the frames."""
     sums: Counter[str] = Counter()
-    for group in [samples] if batched else [[sample] for sample in samples]:
+    total = batch_frames or len(samples)
+    for group in ([samples] if batched else [[sample] for sample in samples]) if samples else []:
         loss, group_sums = batch_loss(adapter, module, group, weights, training=True)
-        (loss * (len(group) / len(samples))).backward()
+        (loss * (len(group) / total)).backward()
         sums.update(group_sums)
     return sums
 
@@ -223,93 +230,134 @@ def train(
     callback: Callable[[dict[str, Any]], None] | None = None,
     run_identity: dict[str, Any] | None = None,
     batched: bool | None = None,
+    ranks: Ranks = Ranks(),
 ) -> dict[str, Any]:
     """Train the parameters of ``module`` that require grad; return the log and the best epoch.
 
     ``batched``: one forward per batch (default on a GPU, :func:`batched_by_default`) or per frame; the two give the
-    same gradients up to rounding.
+    same gradients up to rounding. With several ``ranks`` each optimiser step's batch is split across them
+    (:mod:`.distributed`), which gives the single-process update up to rounding.
 
     A checkpoint (trainable weights, optimiser, schedule, early-stopping state, log, and ``run_identity``: what
     defines the run, such as data hashes and hyperparameters) is written atomically after every epoch;
     ``resume=True`` continues from it, giving the same weights as an uninterrupted run, and refuses a checkpoint
     whose run identity differs.
     """
-    params = [p for p in module.parameters() if p.requires_grad]
-    batched = batched_by_default(adapter, module) if batched is None else batched
-    if not params:
-        raise UmlipError("no trainable parameters: check the strategy and the family's head/LoRA targets")
-    optimiser = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-    n_train = len(train_samples)
-    steps_per_epoch = -(-n_train // hp.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, warmup_cosine(hp.epochs * steps_per_epoch))
-    checkpoint = out / CHECKPOINT_NAME
-    log: list[dict[str, Any]] = []
-    start_epoch, best_loss, best_epoch, best_state, bad_epochs = 0, float("inf"), -1, None, 0
-    if resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        check_same_run(checkpoint, state.get("run"), run_identity)
-        load_trainable_state(module, state["trainable"])
-        optimiser.load_state_dict(state["optimiser"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, log = state["epoch"] + 1, state["log"]
-        best_loss, best_epoch, best_state, bad_epochs = (state["best_loss"], state["best_epoch"],
-                                                         state["best_state"], state["bad_epochs"])
-
-    bar = tqdm(total=hp.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc="fine-tuning",
-               disable=not progress)
-    for epoch in range(start_epoch, hp.epochs):
-        if bad_epochs > hp.patience:
+    run = _Training(adapter, module, train_samples, val_samples, hp, out, batched, ranks)
+    if resume:
+        run.restore(run_identity)
+    bar = tqdm(total=hp.epochs * run.steps_per_epoch, initial=run.start_epoch * run.steps_per_epoch,
+               desc="fine-tuning", disable=not progress or not ranks.main)
+    for epoch in range(run.start_epoch, hp.epochs):
+        if run.bad_epochs > hp.patience:
             break
         started = time.perf_counter()
+        row = run.epoch(epoch, bar, callback)
+        if val_samples:
+            row |= run.validate()
+        run.keep_best(epoch, row["val_loss"] if val_samples else row["train_loss"])
+        row["seconds"] = time.perf_counter() - started
+        run.log.append(row)
+        bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.4g}", val=f"{row.get('val_loss', float('nan')):.4g}")
+        run.save(epoch, run_identity)
+    bar.close()
+    if run.best_state is not None:
+        load_trainable_state(module, run.best_state)
+    return {"log": run.log, "best_epoch": run.best_epoch, "best_loss": run.best_loss,
+            "stopped_early": len(run.log) < hp.epochs}
+
+
+class _Training:
+    """The state of one training run between epochs: optimiser, schedule, early stopping, log."""
+
+    def __init__(self, adapter, module, train_samples, val_samples, hp: Hyperparameters, out: Path,
+                 batched: bool | None, ranks: Ranks):
+        self.adapter, self.module, self.hp, self.out, self.ranks = adapter, module, hp, out, ranks
+        self.train_samples, self.val_samples = train_samples, val_samples
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        if not self.params:
+            raise UmlipError("no trainable parameters: check the strategy and the family's head/LoRA targets")
+        self.batched = batched_by_default(adapter, module) if batched is None else batched
+        self.device = str(self.params[0].device)
+        self.optimiser = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
+        self.steps_per_epoch = -(-len(train_samples) // hp.batch_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser,
+                                                           warmup_cosine(hp.epochs * self.steps_per_epoch))
+        self.checkpoint = out / CHECKPOINT_NAME
+        self.log: list[dict[str, Any]] = []
+        self.start_epoch, self.best_loss, self.best_epoch, self.best_state, self.bad_epochs = \
+            0, float("inf"), -1, None, 0
+
+    def restore(self, run_identity: dict[str, Any] | None) -> None:
+        if not self.checkpoint.is_file():
+            return
+        state = torch.load(self.checkpoint, map_location="cpu", weights_only=False)
+        check_same_run(self.checkpoint, state.get("run"), run_identity)
+        load_trainable_state(self.module, state["trainable"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.start_epoch, self.log = state["epoch"] + 1, state["log"]
+        self.best_loss, self.best_epoch, self.best_state, self.bad_epochs = (
+            state["best_loss"], state["best_epoch"], state["best_state"], state["bad_epochs"])
+
+    def epoch(self, epoch: int, bar, callback) -> dict[str, Any]:
+        """One pass over the training frames in this epoch's order; the row of the log it adds."""
+        hp, n_train = self.hp, len(self.train_samples)
         order = np.random.default_rng([hp.seed, epoch]).permutation(n_train)
         sums: Counter[str] = Counter()
-        for step in range(steps_per_epoch):
+        for step in range(self.steps_per_epoch):
             batch = order[step * hp.batch_size:(step + 1) * hp.batch_size]
-            optimiser.zero_grad(set_to_none=True)
-            batch_sums = accumulate_gradients(adapter, module, [train_samples[i] for i in batch], hp.weights, batched)
+            self.optimiser.zero_grad(set_to_none=True)
+            mine = [self.train_samples[i] for i in self.ranks.share(batch)]
+            batch_sums = accumulate_gradients(self.adapter, self.module, mine, hp.weights, self.batched, len(batch))
+            self.ranks.sum_gradients(self.params)
             sums.update(batch_sums)
-            torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
-            optimiser.step()
-            scheduler.step()
+            torch.nn.utils.clip_grad_norm_(self.params, hp.max_grad_norm)
+            self.optimiser.step()
+            self.scheduler.step()
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / ((step * hp.batch_size) + len(batch)):.4g}")
+            bar.set_postfix(epoch=epoch, loss=f"{sums['loss'] / max(1, len(mine) * (step + 1)):.4g}")
             if callback is not None:
-                callback({"epoch": epoch, "step": step, "loss": batch_sums["loss"] / len(batch)})
-        row = {"epoch": epoch, "lr": optimiser.param_groups[0]["lr"]}
+                callback({"epoch": epoch, "step": step, "loss": batch_sums["loss"] / max(1, len(mine)),
+                          "rank": self.ranks.rank})
+        sums = self.ranks.sum_counts(sums)
+        row = {"epoch": epoch, "lr": self.optimiser.param_groups[0]["lr"]}
         row |= {f"train_{k}": v / n_train for k, v in sums.items()}
         row |= {f"train_{k}_rmse": float(np.sqrt(row.pop(f"train_{k}"))) for k in ("energy", "forces", "stress")
                 if f"train_{k}" in row}
-        monitored = row["train_loss"]
-        if val_samples:
-            val_sums: Counter[str] = Counter()
-            val_batch = hp.batch_size if batched else 1
-            for start in range(0, len(val_samples), val_batch):
-                _, batch_sums = batch_loss(adapter, module, val_samples[start:start + val_batch], hp.weights,
-                                           training=False)
-                module.zero_grad(set_to_none=True)
-                val_sums.update(batch_sums)
-            row["val_loss"] = val_sums["loss"] / len(val_samples)
-            row |= {f"val_{k}_rmse": float(np.sqrt(v / len(val_samples))) for k, v in val_sums.items() if k != "loss"}
-            monitored = row["val_loss"]
-        if monitored < best_loss:
-            best_loss, best_epoch, best_state, bad_epochs = monitored, epoch, trainable_state(module), 0
+        return row
+
+    def validate(self) -> dict[str, float]:
+        val, batch = self.val_samples, self.hp.batch_size if self.batched else 1
+        mine = self.ranks.share(val)
+        sums: Counter[str] = Counter()
+        for start in range(0, len(mine), batch):
+            _, batch_sums = batch_loss(self.adapter, self.module, mine[start:start + batch], self.hp.weights,
+                                       training=False)
+            self.module.zero_grad(set_to_none=True)
+            sums.update(batch_sums)
+        sums = self.ranks.sum_counts(sums)
+        row = {"val_loss": sums["loss"] / len(val)}
+        return row | {f"val_{k}_rmse": float(np.sqrt(v / len(val))) for k, v in sums.items() if k != "loss"}
+
+    def keep_best(self, epoch: int, monitored: float) -> None:
+        if monitored < self.best_loss:
+            self.best_loss, self.best_epoch, self.best_state, self.bad_epochs = \
+                monitored, epoch, trainable_state(self.module), 0
         else:
-            bad_epochs += 1
-        row["seconds"] = time.perf_counter() - started
-        log.append(row)
-        bar.set_postfix(epoch=epoch, train=f"{row['train_loss']:.4g}",
-                        val=f"{row.get('val_loss', float('nan')):.4g}")
-        _save_checkpoint(checkpoint, {
-            "epoch": epoch, "trainable": trainable_state(module), "optimiser": optimiser.state_dict(),
-            "scheduler": scheduler.state_dict(), "best_loss": best_loss, "best_epoch": best_epoch,
-            "best_state": best_state, "bad_epochs": bad_epochs, "log": copy.deepcopy(log), "run": run_identity,
-        })
-        _write_log(out, log)
-    bar.close()
-    if best_state is not None:
-        load_trainable_state(module, best_state)
-    return {"log": log, "best_epoch": best_epoch, "best_loss": best_loss,
-            "stopped_early": len(log) < hp.epochs}
+            self.bad_epochs += 1
+
+    def save(self, epoch: int, run_identity: dict[str, Any] | None) -> None:
+        """The checkpoint and the log, written by rank 0 (the others wait for it)."""
+        if self.ranks.main:
+            _save_checkpoint(self.checkpoint, {
+                "epoch": epoch, "trainable": trainable_state(self.module), "optimiser": self.optimiser.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best_loss": self.best_loss, "best_epoch": self.best_epoch,
+                "best_state": self.best_state, "bad_epochs": self.bad_epochs, "log": copy.deepcopy(self.log),
+                "run": run_identity,
+            })
+            _write_log(self.out, self.log)
+        self.ranks.barrier()
 
 
 def check_same_run(checkpoint: Path, saved: dict[str, Any] | None, current: dict[str, Any] | None) -> None:
