@@ -28,8 +28,8 @@ def test_toc_lists_every_notebook_and_every_entry_exists():
 def test_toc_problems_are_reported(tmp_path):
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "book").mkdir()
-    for page in ("intro", "installation", "bring_your_own_model", "bring_your_own_data", "methods", "gpu_and_hpc",
-                 "results", "bibliography"):
+    for page in ("intro", "installation", "bring_your_own_model", "bring_your_own_data", "adding_a_model_family",
+                 "methods", "gpu_and_hpc", "results", "bibliography"):
         (tmp_path / "book" / f"{page}.md").write_text(f"# {page}\n")
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "notebooks" / "05_md.ipynb")
     (tmp_path / "_toc.yml").write_text(render_toc(tmp_path))
