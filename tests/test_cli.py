@@ -61,3 +61,71 @@ def test_unreadable_structure_is_a_clear_error(tmp_path, command):
     assert run.returncode == 2 and f"{broken}: frame -: structure: ASE cannot read it" in run.stderr
     run = umlip(command[0], "--model", "emt", "--structure", tmp_path / "absent.xyz", *command[1:], check=False)
     assert run.returncode == 2 and "absent.xyz: frame -: structure: file does not exist" in run.stderr
+
+
+def test_help_lists_every_command_and_ends_with_a_sentence():
+    text = umlip("--help").stdout
+    for command in ("models", "evaluate", "eos", "relax", "elastic", "phonons", "finetune", "export", "md",
+                    "relax-active", "distill", "sweep"):
+        assert command in text
+    description = text.split("positional arguments")[0].strip()
+    assert description.endswith("for each command.")
+
+
+def test_relax_elastic_and_phonons_of_emt_nickel(tmp_path):
+    umlip("relax", "--model", "emt", "--structure", "Ni", "--json", tmp_path / "relax.json", "--out",
+          tmp_path / "ni.xyz")
+    relaxed = json.loads((tmp_path / "relax.json").read_text())
+    assert relaxed["converged"] and relaxed["provenance"]["model"]["name"] == "emt"
+    assert (tmp_path / "ni.xyz").is_file() and (tmp_path / "relax.config.yml").is_file()
+    umlip("elastic", "--model", "emt", "--structure", "Ni", "--json", tmp_path / "elastic.json")
+    c = json.loads((tmp_path / "elastic.json").read_text())
+    assert c["c11_gpa"] > c["c12_gpa"] > 0 and c["c44_gpa"] > 0
+    umlip("phonons", "--model", "emt", "--structure", "Ni", "--supercell", 2, "--mesh", 4, "--json",
+          tmp_path / "phonons.json", "--plot", tmp_path / "bands.png")
+    assert json.loads((tmp_path / "phonons.json").read_text())["type"] == "PhononResult"
+    assert (tmp_path / "bands.png").stat().st_size > 10_000
+
+
+def _tiny_finetune_inputs(tmp_path, ymno3_path):
+    from umlip_helpers.data import read_dataset
+    from umlip_helpers.models import get_family
+
+    model = get_family("sevennet").build(tmp_path / "tiny.pth", ["Y", "Mn", "O"], seed=0)
+    train = read_dataset(ymno3_path, max_frames=2).write_extxyz(tmp_path / "train.xyz")
+    return model, train
+
+
+def test_finetune_takes_a_config_file_and_flags_win(tmp_path, ymno3_path):
+    import yaml
+
+    model, train = _tiny_finetune_inputs(tmp_path, ymno3_path)
+    config = tmp_path / "ft.yml"
+    config.write_text(yaml.safe_dump({"model": str(model), "train": str(train), "strategy": "lora", "epochs": 5,
+                                      "lr": 0.002, "lora_rank": 2, "force-weight": 2.0, "device": "cpu",
+                                      "batch-size": 2}))
+    out = tmp_path / "ft"
+    umlip("finetune", "--config", config, "--epochs", 1, "--out", out)
+    manifest = json.loads((out / "umlip_model.json").read_text())
+    hp = manifest["hyperparameters"]
+    assert hp["epochs"] == 1 and hp["lr"] == 0.002 and hp["lora_rank"] == 2 and hp["batch_size"] == 2
+    assert hp["weights"]["forces_ev_per_angstrom"] == 2.0 and manifest["lora"]["r"] == 2
+    resolved = yaml.safe_load((out / "umlip_config.yml").read_text())
+    assert resolved["epochs"] == 1 and resolved["lr"] == 0.002 and resolved["train"] == str(train)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"epochs": 2, "learning-rate": 0.1}, "unknown key 'learning-rate'"),
+    ({"epochs": "many"}, "key 'epochs': 'many' is not an integer"),
+    ({"strategy": "partial"}, "key 'strategy': 'partial' is not one of lora, head, full"),
+    ("- just\n- a list\n", "expected a mapping"),
+])
+def test_bad_config_files_are_clear_errors(tmp_path, content, message):
+    import yaml
+
+    config = tmp_path / "bad.yml"
+    config.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    run = umlip("finetune", "--config", config, "--train", "x.xyz", "--out", tmp_path / "o", check=False)
+    assert run.returncode == 2 and f"{config}:" in run.stderr and message in run.stderr
+    missing = umlip("eos", "--config", tmp_path / "absent.yml", check=False)
+    assert missing.returncode == 2 and "absent.yml: config file does not exist" in missing.stderr

@@ -100,3 +100,15 @@ def test_a_run_killed_on_one_rank_stops_with_its_error_and_resumes_to_the_same_w
     resumed = _run(setup, killed, 2, epochs=3, resume=True)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _max_difference(_weights(whole), _weights(killed)) < 1e-6
+
+
+def test_umlip_finetune_nproc_starts_the_processes_itself(setup, tmp_path):
+    out, report = tmp_path / "ft", tmp_path / "report.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "umlip_helpers.cli", "finetune", "--model", str(setup["model"]),
+                          "--train", str(setup["train"]), "--strategy", "lora", "--epochs", "1", "--device", "cpu",
+                          "--nproc", "2", "--out", str(out), "--json", str(report)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert json.loads(report.read_text())["processes"] == 2
+    assert json.loads((out / "umlip_model.json").read_text())["provenance"]["parameters"]["processes"] == 2

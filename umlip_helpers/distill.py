@@ -22,20 +22,21 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
 from tqdm.auto import tqdm
 
+from .choices import StudentArchitecture, options
 from .data import DFTDataset, LabelledFrame, check_frames, fit_energy_shifts, random_split, read_dataset
 from .errors import DataValidationError, UmlipError
 from .io import atomic_write_json, model_info, provenance, sha256_file
 from .models import adapter_for, check_elements, get_family, load_calculator
 from .results import Result
 
-Architecture = Literal["mace", "sevennet"]
-ARCHITECTURES: tuple[str, ...] = ("mace", "sevennet")
+Architecture = StudentArchitecture
+ARCHITECTURES: tuple[str, ...] = options(StudentArchitecture)
 SIDECAR_SUFFIX = ".json"
 
 
@@ -268,10 +269,10 @@ def train_student(
     Its output scale is the labels' force RMS and its per-element energy references are fitted so that the untrained
     model's energies already match the labels on average (least squares). ``size`` overrides the family's
     ``SIZES["student"]`` (:func:`student_size`). ``out`` receives the untrained model, the student
-    (``student.model`` or ``student.pth``) with its sidecar ``.json``, and the training log and checkpoint. Without ``val``, ``val_fraction`` of the frames
-    (when there are 10 or more) validate. A killed run continues with ``resume=True`` (same arguments, same ``out``)
-    from its last epoch checkpoint, to the same weights as an uninterrupted run; ``callback`` gets each optimiser
-    step (see :func:`umlip_helpers.finetune.trainer.train`).
+    (``student.model`` or ``student.pth``) with its sidecar ``.json``, and the training log and checkpoint. Without
+    ``val``, ``val_fraction`` of the frames (when there are 10 or more) validate. A killed run continues with
+    ``resume=True`` (same arguments, same ``out``) from its last epoch checkpoint, to the same weights as an
+    uninterrupted run; ``callback`` gets each optimiser step (see :func:`umlip_helpers.finetune.trainer.train`).
     """
     import torch
 
@@ -575,3 +576,19 @@ def distill(
                               parent_data=parent_data.name if parent_data is not None else None,
                               parent_data_sha256=parent_data.sha256() if parent_data is not None else None),
     )
+
+
+def cli_distill(args) -> dict[str, Any]:
+    """``umlip distill --model TEACHER --structure FILE --out DIR``: teacher MD, rattles and strains around the
+    structure, labelled by the teacher; a student trained on them and timed against the teacher."""
+    from .data import read_structure
+
+    atoms = read_structure(args.structure)
+    teacher = load_calculator(args.model, device=args.device, threads=args.threads)
+    result = distill(teacher, atoms, args.out, architecture=args.architecture, epochs=args.epochs,
+                     generation={"md_steps": args.md_steps}, speed_structure=atoms, device=args.device,
+                     resume=args.resume)
+    print(f"umlip distill: student {result.student_path}, {result.student_parameters} parameters, force MAE vs "
+          f"teacher {result.student_force_mae_vs_teacher_ev_per_angstrom:.3f} eV/Å, "
+          f"{result.md_speedup_student_over_teacher or float('nan'):.1f}x faster in MD")
+    return {"type": "DistillationResult", **result.to_dict()}

@@ -19,12 +19,12 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from .choices import Scheduler
 from .errors import UmlipError
 from .io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-Scheduler = Literal["local", "slurm"]
 #: Parameters the sweep sets itself.
 RESERVED = ("results_json",)
 SLURM_ENV = {

@@ -8,7 +8,8 @@ from pathlib import Path
 
 #: Parts of the book, in order: (caption, prose pages before the notebooks, notebook numbers, prose pages after).
 PARTS: tuple[tuple[str, tuple[str, ...], tuple[int, ...], tuple[str, ...]], ...] = (
-    ("Getting started", ("book/installation",), (0,), ("book/bring_your_own_model", "book/bring_your_own_data", "book/adding_a_model_family")),
+    ("Getting started", ("book/installation",), (0,),
+     ("book/bring_your_own_model", "book/bring_your_own_data", "book/adding_a_model_family")),
     ("Benchmarks", (), (1, 2, 3), ()),
     ("Fine-tuning", (), (4, 9), ()),
     ("Dynamics", (), (5,), ()),

@@ -374,11 +374,42 @@ def _plot_learning_curve(report: FinetuneReport, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def cli_finetune(args) -> dict[str, Any]:
-    """``umlip finetune``: arguments are fixed in :mod:`umlip_helpers.cli`."""
+def cli_finetune(args) -> dict[str, Any] | None:
+    """``umlip finetune``: arguments are fixed in :mod:`umlip_helpers.cli`. With ``--nproc N`` (N > 1) it starts
+    N processes with torchrun, each running this command; rank 0's report is returned."""
     from ..models.loading import set_threads
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args)
     set_threads(args.threads)
+    weights = LossWeights(**{field: value for field, value in (
+        ("energy_per_atom_mev", args.energy_weight), ("forces_ev_per_angstrom", args.force_weight),
+        ("stress_gpa", args.stress_weight)) if value is not None})
     report = finetune(args.model, args.train, args.val, strategy=args.strategy, out=args.out, epochs=args.epochs,
-                      batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume)
+                      batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume,
+                      lr=args.lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, loss_weights=weights,
+                      patience=args.patience, seed=args.seed)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
     return {k: v for k, v in report.to_dict().items() if k != "log"}
+
+
+def _launch_torchrun(args) -> dict[str, Any]:
+    """Run this command in ``args.nproc`` processes (``torchrun --standalone``); its output streams through."""
+    import subprocess
+    import sys
+
+    argv, skip = [], False
+    for item in args.argv:  # the command as given, less --nproc (each rank runs one process)
+        if skip or item == "--nproc" or item.startswith("--nproc="):
+            skip = item == "--nproc" and not skip
+            continue
+        argv.append(item)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+               "-m", "umlip_helpers.cli", *argv]
+    done = subprocess.run(command)
+    if done.returncode:
+        raise UmlipError(f"the {args.nproc} fine-tuning processes stopped (torchrun exit code {done.returncode}); "
+                         f"see the error above. {args.out} keeps the last epoch's checkpoint: add --resume")
+    report = read_manifest(args.out)["report"]
+    return {**report, "processes": args.nproc}

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 
+from ..choices import ExportFormat
 from ..errors import UmlipError
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 #: ``build`` sizes every trainable family knows: "tiny" for tests, "student" for distillation students.
 Size = Literal["tiny", "student"]
-ExportFormat = Literal["lammps"]
 
 
 def pickle_mentions(path: Path, *markers: bytes) -> bool:

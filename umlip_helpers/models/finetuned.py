@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
+from ..choices import Strategy
 from ..errors import ModelUnavailable
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
     from .base import FamilyAdapter
 
-Strategy = Literal["lora", "head", "full"]
 #: File written into every fine-tuned or distilled model directory.
 MANIFEST_NAME = "umlip_model.json"
 MANIFEST_FORMAT = "umlip-finetuned/1"

@@ -7,8 +7,9 @@ import importlib
 import importlib.util
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from ..choices import Device
 from ..errors import ModelUnavailable, UnsupportedElements
 from ..io import ModelInfo, attach_model_info, model_info, sha256_file
 from .base import ModelFamily
@@ -20,7 +21,6 @@ if TYPE_CHECKING:
     from ase import Atoms
     from ase.calculators.calculator import Calculator
 
-Device = Literal["auto", "cpu", "cuda"]
 #: The family registry: family -> the module its package installs (checked without importing it). A family's
 #: code is ``models/<family>.py``, which defines ``FAMILY``.
 FAMILY_MODULES = {"sevennet": "sevenn", "chgnet": "chgnet", "mace": "mace", "fairchem": "fairchem.core",

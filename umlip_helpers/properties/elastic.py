@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -189,3 +189,15 @@ def elastic_constants(
         stresses_gpa=stresses,
         provenance=provenance(calc, strains=strains, relax_ions=relax_ions, fmax=fmax if relax_ions else None),
     )
+
+
+def cli_elastic(args) -> dict[str, Any]:
+    """``umlip elastic --model M --structure Ni|FILE``: relax the cell, then the elastic constants."""
+    from ..models import load_calculator
+    from .eos import structure_from_argument
+    from .relax import relax
+
+    calc = load_calculator(args.model, device=args.device, threads=args.threads)
+    relaxed = relax(structure_from_argument(args.structure), calc, fmax=0.005).atoms
+    result = elastic_constants(relaxed, calc, relax_ions=args.relax_ions)
+    return {"type": "ElasticResult", **result.to_dict()}

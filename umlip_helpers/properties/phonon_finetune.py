@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import os
 import time
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -24,6 +24,7 @@ from ase.build import make_supercell
 from ase.neighborlist import neighbor_list
 from tqdm.auto import tqdm
 
+from ..choices import Strategy
 from ..io import model_info, provenance, to_jsonable
 from ..models import check_elements, load_calculator
 from ..parents import parent_calculator
@@ -225,7 +226,7 @@ def phonon_finetune(
     displacement: float = 0.01,
     mesh: int | Sequence[int] = 12,
     band_points: int = 31,
-    strategy: Literal["lora", "head", "full"] = "lora",
+    strategy: Strategy = "lora",
     epochs: int = 10,
     batch_size: int = 1,
     lr: float | None = None,

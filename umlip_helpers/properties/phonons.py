@@ -8,7 +8,7 @@ X = (½, 0, ½) and L = (½, ½, ½) in that basis."""
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from ase import Atoms, units
@@ -202,3 +202,20 @@ def phonons(
         provenance=provenance(calc, supercell=repeat, displacement=displacement, primitive_matrix=primitive_matrix,
                               symmetrize=symmetrize, mesh=mesh3, band_points=band_points),
     )
+
+
+def cli_phonons(args) -> dict[str, Any]:
+    """``umlip phonons --model M --structure Ni|FILE [--plot bands.png]``: relax the cell, then phonopy."""
+    from ..models import load_calculator
+    from .eos import structure_from_argument
+    from .relax import relax
+
+    calc = load_calculator(args.model, device=args.device, threads=args.threads)
+    relaxed = relax(structure_from_argument(args.structure), calc, fmax=0.005).atoms
+    result = phonons(relaxed, calc, supercell=args.supercell, mesh=args.mesh)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        result.plot().figure.savefig(args.plot, dpi=120, bbox_inches="tight")
+    return {"type": "PhononResult", **result.to_dict()}

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 from ase import Atoms, units
 
+from ..choices import Optimizer
 from ..errors import UmlipError, UnstableStructure
 from ..io import provenance
 from ..models import check_elements
@@ -19,7 +20,6 @@ from ..results import Result
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
-Optimizer = Literal["FIRE", "BFGS"]
 CellMode = Literal["full", "fixed_volume", "positions"]
 
 
@@ -185,3 +185,22 @@ def _detached_copy(atoms: Atoms) -> Atoms:
     copy = atoms.copy()
     copy.calc = None
     return copy
+
+
+def cli_relax(args) -> dict[str, Any]:
+    """``umlip relax --model M --structure Ni|FILE [--fixed-cell] [--out relaxed.xyz]``: the relaxation's result."""
+    from ..models import load_calculator
+    from .eos import structure_from_argument
+
+    atoms = structure_from_argument(args.structure)
+    calc = load_calculator(args.model, device=args.device, threads=args.threads)
+    result = relax(atoms, calc, fmax=args.fmax, steps=args.steps, optimizer=args.optimizer,
+                   relax_cell=not args.fixed_cell)
+    if args.out:
+        from ase.io import write
+
+        write(args.out, result.atoms, format="extxyz")
+    print(f"umlip relax: {'converged' if result.converged else 'NOT converged'} in {result.steps} steps, "
+          f"E = {result.energy_per_atom_ev:.4f} eV/atom, "
+          f"V = {result.volume_angstrom3 / len(result.atoms):.3f} Å^3/atom")
+    return {"type": "RelaxResult", **result.to_dict()}
