@@ -90,3 +90,18 @@ def test_slurm_cluster_is_configured_from_the_environment(monkeypatch):
     for line in ("#SBATCH -p gpu", "#SBATCH -A mat123", "#SBATCH --gres=gpu:1", "#SBATCH -t 08:00:00",
                  "module load cuda", "source .venv/bin/activate"):
         assert line in script, (line, script)
+
+
+def test_list_and_dict_parameters_take_literals_or_one_name_per_run():
+    eos = QUICKSTART.parent / "01_ni_eos.ipynb"
+    assert expand_grid(eos, parse_params(["models=sevennet-0,chgnet-0.3.0"])) == [
+        {"models": ["sevennet-0"]}, {"models": ["chgnet-0.3.0"]}]
+    assert expand_grid(eos, parse_params(['models=["emt","sevennet-0"],["chgnet-0.3.0"]'])) == [
+        {"models": ["emt", "sevennet-0"]}, {"models": ["chgnet-0.3.0"]}]
+    alloys = QUICKSTART.parent / "03_ni_alloys.ipynb"
+    assert expand_grid(alloys, parse_params(['solutes_by_model={"emt": ["Cu", "Al"]}'])) == [
+        {"solutes_by_model": {"emt": ["Cu", "Al"]}}]
+    with pytest.raises(SweepError, match="solutes_by_model: 'emt' is not a dict literal"):
+        expand_grid(alloys, parse_params(["solutes_by_model=emt"]))
+    with pytest.raises(SweepError, match=r"models: '\{.a.: 1\}' is a dict, the notebook declares a list"):
+        expand_grid(eos, {"models": ['{"a": 1}']})

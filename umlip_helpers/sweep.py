@@ -39,8 +39,29 @@ class SweepError(UmlipError, ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------- the grid
+def split_values(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``; commas inside brackets or quotes do not split (``'["a","b"],["c"]'`` is two
+    values)."""
+    values, depth, quote, start = [], 0, None, 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = None if char == quote else quote
+        elif char in "\"'":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(text[start:i].strip())
+            start = i + 1
+    return values + [text[start:].strip()]
+
+
 def parse_params(specs: list[str]) -> dict[str, list[str]]:
-    """``["model=a,b", "profile=ci"]`` -> ``{"model": ["a", "b"], "profile": ["ci"]}``."""
+    """``["model=a,b", "profile=ci"]`` -> ``{"model": ["a", "b"], "profile": ["ci"]}``. A list-valued parameter takes
+    one list per run (``models=["a","b"],["c"]``), or one name per run (``models=a,c`` runs ``["a"]`` and
+    ``["c"]``)."""
     grid: dict[str, list[str]] = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
@@ -49,7 +70,7 @@ def parse_params(specs: list[str]) -> dict[str, list[str]]:
             raise SweepError(f"--param {spec!r}: expected NAME=VALUE[,VALUE...]")
         if name in grid:
             raise SweepError(f"--param {name} is given twice; list all its values in one --param")
-        grid[name] = [v.strip() for v in values.split(",")]
+        grid[name] = split_values(values)
     return grid
 
 
@@ -82,8 +103,25 @@ def _convert(name: str, text: str, declared_type: str, default: str) -> Any:
         return text.lower() in ("true", "1")
     if declared_type in ("str", "None"):
         return None if declared_type == "None" and text == "None" else text
+    if declared_type in ("list", "dict"):
+        return _literal(name, text, declared_type, default)
     raise SweepError(f"parameter {name}: the notebook declares it as {declared_type} ({name} = {default}); a sweep "
-                     "can only set str, int, float and bool parameters")
+                     "can only set str, int, float, bool, list and dict parameters")
+
+
+def _literal(name: str, text: str, declared_type: str, default: str) -> Any:
+    """A list or dict parameter: a Python/JSON literal, or (for a list) a bare value, which becomes a list of one."""
+    if declared_type == "list" and not text.startswith("["):
+        return [text]
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        raise SweepError(f"parameter {name}: {text!r} is not a {declared_type} literal (the notebook declares "
+                         f"{name} = {default})") from None
+    if type(value).__name__ != declared_type:
+        raise SweepError(f"parameter {name}: {text!r} is a {type(value).__name__}, the notebook declares a "
+                         f"{declared_type} ({name} = {default})")
+    return value
 
 
 def expand_grid(notebook: str | Path, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
