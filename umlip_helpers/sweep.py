@@ -111,7 +111,7 @@ def _convert(name: str, text: str, declared_type: str, default: str) -> Any:
 
 def _literal(name: str, text: str, declared_type: str, default: str) -> Any:
     """A list or dict parameter: a Python/JSON literal, or (for a list) a bare value, which becomes a list of one."""
-    if declared_type == "list" and not text.startswith("["):
+    if declared_type == "list" and not text.startswith(("[", "{", "(")):
         return [text]
     try:
         value = ast.literal_eval(text)
