@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
-from umlip_helpers.active.online import Correction  # noqa: E402
+from umlip_helpers.choices import Correction  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_only, fraction_within  # noqa: E402
 from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402

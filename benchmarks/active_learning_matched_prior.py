@@ -65,7 +65,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from umlip_helpers.active.online import Query  # noqa: E402
+from umlip_helpers.choices import Query  # noqa: E402
 from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_only, fraction_within,  # noqa: E402
                                           pretraining_frames, prior_force_error, tilted_molecule_frames)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402

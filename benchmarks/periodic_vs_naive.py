@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import compare_production, naive_finetune, periodic_finetune  # noqa: E402
-from umlip_helpers.active.periodic import STUDY_PROFILES, study_setup  # noqa: E402
+from umlip_helpers.profiles import STUDY_PROFILES, study_setup  # noqa: E402
 from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 

@@ -12,7 +12,7 @@ from ase.constraints import FixAtoms
 
 from umlip_helpers.active import ActiveLearningFailed, parent_relax, relax_active
 from umlip_helpers.active.head_fit import predict
-from umlip_helpers.active.online import OnlineSurrogate, constrained_fmax, free_atoms
+from umlip_helpers.active.surrogate import OnlineSurrogate, constrained_fmax, free_atoms
 from umlip_helpers.active.systems import (METALS, TILTED_SEED, adsorbate_slab, benchmark_systems, bulk_vacancy,
                                           fraction_within, mixed_prior, other_full_size_slabs, pretraining_frames,
                                           pretraining_structures, prior_curvature, prior_force_error,

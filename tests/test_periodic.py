@@ -15,7 +15,7 @@ from ase.calculators.emt import EMT
 from ase.calculators.fd import calculate_numerical_stress
 
 from umlip_helpers.active import compare_production, naive_finetune, periodic_finetune
-from umlip_helpers.active.periodic import environment_descriptors
+from umlip_helpers.active.uncertainty import environment_descriptors
 from umlip_helpers.io import ModelInfo, attach_model_info
 from umlip_helpers.parents import ParentFailed, labelled_frames_parent, make_parent
 

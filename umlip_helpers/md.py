@@ -9,6 +9,9 @@ Files in ``out_dir``:
 * ``md_log.csv``: step, time, energies, temperature, pressure and volume every ``log_interval`` steps.
 * ``md_run.json``: the run's settings; ``resume=True`` refuses to continue a run with different settings.
 * ``unstable_frame.extxyz``: written only when the guard stops a run, the frame that tripped it.
+
+One module, though near 600 lines: one MD run's settings (:class:`MDSettings`), its session (:class:`_MDRun`: the
+files above, the loop, the guard) and its result belong together; every piece serves :func:`run_md` alone.
 """
 
 from __future__ import annotations
@@ -23,18 +26,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from ase import Atoms, units
+from ase.calculators.calculator import all_properties
 
 from .analysis import closest_pair, neighbor_pairs
+from .choices import Ensemble, Thermostat
 from .errors import UmlipError, UnstableStructure
-from .io import atomic_write_json, atomic_write_text, check_same_settings, provenance
+from .io import atomic_write_json, atomic_write_text, check_same_settings, model_info, provenance
 from .models import check_elements
 from .results import Result
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
-Ensemble = Literal["nvt", "npt", "nve"]
-Thermostat = Literal["langevin", "nose-hoover", "bussi"]
 NPTCell = Literal["full", "isotropic"]
 
 TRAJECTORY_NAME = "md.traj"
@@ -283,31 +286,79 @@ def _guard(atoms: Atoms, epot: float, temperature: float, target_k: float, max_f
     return None
 
 
+@dataclasses.dataclass(frozen=True)
+class MDSettings:
+    """What an MD run does (see :func:`run_md`); where it writes, and whether it resumes, are arguments of
+    :func:`run_md`. ``thermostat`` is what was asked for (None: the ensemble's default); :attr:`thermostat_label`
+    is what runs."""
+
+    ensemble: Ensemble = "nvt"
+    temperature_k: float = 300.0
+    timestep_fs: float = 1.0
+    steps: int = 1000
+    thermostat: Thermostat | None = None
+    friction_per_fs: float = 0.01
+    tdamp_fs: float = 100.0
+    pressure_gpa: float = 0.0
+    pdamp_fs: float = 1000.0
+    npt_cell: NPTCell = "full"
+    traj_interval: int = 10
+    log_interval: int = 1
+    seed: int = 0
+    init_velocities: bool = True
+    min_distance_angstrom: float = 0.5
+    max_temperature_factor: float = 10.0
+    guard_interval: int = 1
+
+    def __post_init__(self):
+        if self.ensemble not in ("nvt", "npt", "nve"):
+            raise ValueError(f"ensemble must be 'nvt', 'npt' or 'nve', not {self.ensemble!r}")
+        if self.ensemble == "nvt" and self.thermostat_label not in ("langevin", "nose-hoover", "bussi"):
+            raise ValueError(f"thermostat must be 'langevin', 'nose-hoover' or 'bussi', not {self.thermostat_label!r}")
+        if self.ensemble == "npt":
+            if self.thermostat not in (None, "nose-hoover"):
+                raise ValueError("npt uses the MTK barostat with Nosé-Hoover chains; leave thermostat unset")
+            if self.npt_cell not in ("full", "isotropic"):
+                raise ValueError(f"npt_cell must be 'full' or 'isotropic', not {self.npt_cell!r}")
+        if self.ensemble == "nve" and self.thermostat is not None:
+            raise ValueError("nve has no thermostat; leave thermostat unset")
+        if self.steps < 0 or self.timestep_fs <= 0 or self.temperature_k < 0:
+            raise ValueError(f"need steps >= 0, timestep_fs > 0 and temperature_k >= 0; got {self.steps}, "
+                             f"{self.timestep_fs}, {self.temperature_k}")
+        if min(self.traj_interval, self.log_interval, self.guard_interval) < 1:
+            raise ValueError("traj_interval, log_interval and guard_interval must be >= 1")
+
+    @property
+    def thermostat_label(self) -> str:
+        """The thermostat that runs: "langevin", "nose-hoover" or "bussi" (NVT), "nose-hoover + MTK (<cell> cell)"
+        (NPT) or "none" (NVE)."""
+        if self.ensemble == "nvt":
+            return self.thermostat or "langevin"
+        return f"nose-hoover + MTK ({self.npt_cell} cell)" if self.ensemble == "npt" else "none"
+
+    def run_record(self, atoms: Atoms, calc) -> dict[str, Any]:
+        """What ``md_run.json`` holds: a resumed run must match it (a setting an older run lacks counts as equal)."""
+        return dict(ensemble=self.ensemble, thermostat=self.thermostat_label, temperature_k=float(self.temperature_k),
+                    timestep_fs=float(self.timestep_fs), friction_per_fs=float(self.friction_per_fs),
+                    tdamp_fs=float(self.tdamp_fs), pressure_gpa=float(self.pressure_gpa),
+                    pdamp_fs=float(self.pdamp_fs), seed=int(self.seed), traj_interval=int(self.traj_interval),
+                    n_atoms=len(atoms), formula=atoms.get_chemical_formula(), model=model_info(calc).name)
+
+
 def run_md(
     atoms: Atoms,
     calc: "Calculator",
-    ensemble: Ensemble = "nvt",
-    temperature_k: float = 300.0,
-    timestep_fs: float = 1.0,
-    steps: int = 1000,
+    ensemble: Ensemble | None = None,
+    temperature_k: float | None = None,
+    timestep_fs: float | None = None,
+    steps: int | None = None,
     *,
-    thermostat: Thermostat | None = None,
-    friction_per_fs: float = 0.01,
-    tdamp_fs: float = 100.0,
-    pressure_gpa: float = 0.0,
-    pdamp_fs: float = 1000.0,
-    npt_cell: NPTCell = "full",
+    settings: MDSettings | None = None,
     out_dir: str | os.PathLike | None = None,
-    traj_interval: int = 10,
-    log_interval: int = 1,
     resume: bool = False,
     overwrite: bool = False,
-    seed: int = 0,
-    init_velocities: bool = True,
-    min_distance_angstrom: float = 0.5,
-    max_temperature_factor: float = 10.0,
-    guard_interval: int = 1,
     progress: bool = True,
+    **options: Any,
 ) -> MDResult:
     """Run ``steps`` MD steps in total (a resumed run continues up to ``steps``); the input ``atoms`` is not changed.
 
@@ -327,189 +378,206 @@ def run_md(
     interatomic distance below ``min_distance_angstrom``, a temperature above ``max_temperature_factor`` times the
     target, or non-finite forces; the trajectory written so far is kept and the bad frame is saved. Its distance
     check searches neighbours again only once some atom has moved far enough to bring a pair below the limit.
+
+    ``settings`` (an :class:`MDSettings`) or its fields as keyword arguments (``ensemble``, ``temperature_k``,
+    ``timestep_fs`` and ``steps`` also by position); keywords given beside ``settings`` replace those fields.
     """
-    from ase.calculators.calculator import all_properties
-    from ase.io.trajectory import Trajectory
-    from ase.md.velocitydistribution import Stationary, thermalize_momenta
-    from tqdm.auto import tqdm
-
-    if ensemble not in ("nvt", "npt", "nve"):
-        raise ValueError(f"ensemble must be 'nvt', 'npt' or 'nve', not {ensemble!r}")
-    if ensemble == "nvt":
-        thermostat = thermostat or "langevin"
-        if thermostat not in ("langevin", "nose-hoover", "bussi"):
-            raise ValueError(f"thermostat must be 'langevin', 'nose-hoover' or 'bussi', not {thermostat!r}")
-    elif ensemble == "npt":
-        if thermostat not in (None, "nose-hoover"):
-            raise ValueError("npt uses the MTK barostat with Nosé-Hoover chains; leave thermostat unset")
-        if npt_cell not in ("full", "isotropic"):
-            raise ValueError(f"npt_cell must be 'full' or 'isotropic', not {npt_cell!r}")
-        thermostat = f"nose-hoover + MTK ({npt_cell} cell)"
-    else:
-        if thermostat is not None:
-            raise ValueError("nve has no thermostat; leave thermostat unset")
-        thermostat = "none"
-    if steps < 0 or timestep_fs <= 0 or temperature_k < 0:
-        raise ValueError(f"need steps >= 0, timestep_fs > 0 and temperature_k >= 0; got {steps}, {timestep_fs}, "
-                         f"{temperature_k}")
-    if min(traj_interval, log_interval, guard_interval) < 1:
-        raise ValueError("traj_interval, log_interval and guard_interval must be >= 1")
+    given = {name: value for name, value in (("ensemble", ensemble), ("temperature_k", temperature_k),
+                                             ("timestep_fs", timestep_fs), ("steps", steps)) if value is not None}
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(MDSettings)})
+    if unknown:
+        raise TypeError(f"run_md() got unexpected keyword arguments: {', '.join(unknown)}")
+    options = {**given, **options}
+    settings = dataclasses.replace(settings, **options) if settings is not None else MDSettings(**options)
     check_elements(atoms, calc, where="run_md")
+    run = _MDRun(atoms, calc, settings, out_dir, resume, overwrite)
+    run.integrate(progress)
+    return run.result(resume)
 
-    settings = dict(ensemble=ensemble, thermostat=thermostat, temperature_k=float(temperature_k),
-                    timestep_fs=float(timestep_fs), friction_per_fs=float(friction_per_fs), tdamp_fs=float(tdamp_fs),
-                    pressure_gpa=float(pressure_gpa), pdamp_fs=float(pdamp_fs), seed=int(seed),
-                    traj_interval=int(traj_interval), n_atoms=len(atoms), formula=atoms.get_chemical_formula(),
-                    model=getattr(calc, "umlip_info", {}).get("name", type(calc).__name__))
-    work = atoms.copy()
-    work.calc = calc
-    out = Path(out_dir) if out_dir is not None else None
-    traj_path = log_path = None
-    start_step, old_rows, frame = 0, [], None
-    if out is not None:
+
+class _MDRun:
+    """One :func:`run_md` session: the files it continues or starts (:meth:`open`), the integration loop
+    (:meth:`integrate`, one :meth:`advance` per step) and the result."""
+
+    def __init__(self, atoms: Atoms, calc, settings: MDSettings, out_dir, resume: bool, overwrite: bool):
+        self.settings, self.calc = settings, calc
+        self.record = settings.run_record(atoms, calc)
+        self.work = atoms.copy()
+        self.work.calc = calc
+        self.out = Path(out_dir) if out_dir is not None else None
+        self.traj_path = self.log_path = None
+        self.start_step, self.rows, self.frame = 0, [], None
+        if self.out is not None:
+            self.open(resume, overwrite)
+        if self.frame is None:
+            self.fresh_start()
+        s = settings
+        self.dyn = _make_dynamics(self.work, s.ensemble, s.thermostat_label if s.ensemble == "nvt" else "",
+                                  s.temperature_k, s.timestep_fs, s.friction_per_fs, s.tdamp_fs, s.pressure_gpa,
+                                  s.pdamp_fs, s.npt_cell, _noise_rng(s.seed, self.start_step))
+        self.dyn.nsteps = self.start_step
+        self.stochastic = hasattr(self.dyn, "rng")
+        self.last_logged = self.rows[-1][0] if self.rows else -1
+        self.last_frame = self.start_step if self.frame is not None else -1
+        self.proximity = _ProximityGuard(s.min_distance_angstrom)
+        self.last_postfix = -np.inf
+
+    def open(self, resume: bool, overwrite: bool) -> None:
+        """Clear an earlier run (``overwrite``), or continue it from its last frame (``resume``); write the record."""
+        out = self.out
         out.mkdir(parents=True, exist_ok=True)
-        traj_path, log_path, run_path = out / TRAJECTORY_NAME, out / LOG_NAME, out / RUN_NAME
-        existing = [p for p in (traj_path, log_path, run_path) if p.exists()]
+        self.traj_path, self.log_path, run_path = out / TRAJECTORY_NAME, out / LOG_NAME, out / RUN_NAME
+        existing = [p for p in (self.traj_path, self.log_path, run_path) if p.exists()]
         if existing and overwrite:
             for p in existing:
                 p.unlink()
         elif existing and not resume:
             raise UmlipError(f"{out} already holds an MD run ({', '.join(p.name for p in existing)}); pass "
                              "resume=True to continue it or overwrite=True to start again")
-        frame = _last_frame(traj_path) if resume else None
-        if frame is not None:
-            saved = json.loads(run_path.read_text()) if run_path.is_file() else {}
-            # a setting that an older run did not record counts as unchanged
-            check_same_settings(run_path, {k: saved.get(k, v) for k, v in settings.items()}, settings,
-                                "pass overwrite=True to start again")
-            if not np.array_equal(frame.numbers, work.numbers):
-                raise UmlipError(f"{traj_path}: its frames hold {frame.get_chemical_formula()}, but the structure "
-                                 f"given is {work.get_chemical_formula()}")
-            start_step = int(frame.info["md_step"])
-            work.set_cell(frame.cell, scale_atoms=False)
-            work.positions = frame.positions
-            work.set_momenta(frame.get_momenta())
-            old_rows = _read_log(log_path, start_step)
+        self.frame = _last_frame(self.traj_path) if resume else None
+        if self.frame is not None:
+            self.continue_from(self.frame, run_path)
         else:
-            for p in (traj_path, log_path):
+            for p in (self.traj_path, self.log_path):
                 p.unlink(missing_ok=True)
-        atomic_write_json(run_path, settings)
+        atomic_write_json(run_path, self.record)
 
-    if frame is None:
-        pair = closest_pair(work, min_distance_angstrom)
+    def continue_from(self, frame: Atoms, run_path: Path) -> None:
+        saved = json.loads(run_path.read_text()) if run_path.is_file() else {}
+        # a setting that an older run did not record counts as unchanged
+        check_same_settings(run_path, {k: saved.get(k, v) for k, v in self.record.items()}, self.record,
+                            "pass overwrite=True to start again")
+        work = self.work
+        if not np.array_equal(frame.numbers, work.numbers):
+            raise UmlipError(f"{self.traj_path}: its frames hold {frame.get_chemical_formula()}, but the structure "
+                             f"given is {work.get_chemical_formula()}")
+        self.start_step = int(frame.info["md_step"])
+        work.set_cell(frame.cell, scale_atoms=False)
+        work.positions = frame.positions
+        work.set_momenta(frame.get_momenta())
+        self.rows = _read_log(self.log_path, self.start_step)
+
+    def fresh_start(self) -> None:
+        """Refuse an overlapping start before any force call; draw the velocities (``init_velocities``)."""
+        from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+        s = self.settings
+        pair = closest_pair(self.work, s.min_distance_angstrom)
         if pair is not None:
             i, j, d = pair
             raise UnstableStructure(f"run_md: atoms {i} and {j} of the starting structure are {d:.3f} Å apart "
-                                    f"(< {min_distance_angstrom} Å); fix the structure before running MD")
-        if init_velocities:
-            thermalize_momenta(work, temperature_k, rng=np.random.default_rng(seed))
-            Stationary(work)
+                                    f"(< {s.min_distance_angstrom} Å); fix the structure before running MD")
+        if s.init_velocities:
+            thermalize_momenta(self.work, s.temperature_k, rng=np.random.default_rng(s.seed))
+            Stationary(self.work)
 
-    rng = _noise_rng(seed, start_step)
-    dyn = _make_dynamics(work, ensemble, thermostat if ensemble == "nvt" else "", temperature_k, timestep_fs,
-                         friction_per_fs, tdamp_fs, pressure_gpa, pdamp_fs, npt_cell, rng)
-    dyn.nsteps = start_step
-    stochastic = hasattr(dyn, "rng")
+    def integrate(self, progress: bool) -> None:
+        from ase.io.trajectory import Trajectory
+        from tqdm.auto import tqdm
 
-    rows = [list(r) for r in old_rows]
-    if log_path is not None:
-        atomic_write_text(log_path, ",".join(LOG_COLUMNS) + "\n" + "".join(_log_line(r) for r in rows))
-    last_logged = rows[-1][0] if rows else -1
-    last_frame = start_step if frame is not None else -1
-    n_atoms = len(work)
-    t_begin = time.perf_counter()
-    t_loop = None
-    proximity = _ProximityGuard(min_distance_angstrom)
-    last_postfix = -np.inf
-    # frames take the calculator's results of this step as they are (properties=[]): asking the calculator for
-    # each property would compare the whole Atoms a dozen times per frame
-    traj = Trajectory(str(traj_path), "a", properties=[]) if traj_path is not None else None
-    log_file = open(log_path, "a") if log_path is not None else None
-    try:
-        with tqdm(total=steps, initial=start_step, desc=f"MD {ensemble}", unit="step", disable=not progress,
-                  mininterval=PROGRESS_INTERVAL_S) as bar:
-            for _ in dyn.irun(steps - start_step):
-                step = dyn.nsteps
-                if t_loop is None:
-                    t_loop = time.perf_counter()
-                else:
-                    bar.update(1)
-                check = step % guard_interval == 0 or step == steps
-                log = (step % log_interval == 0 or step == steps) and step > last_logged
-                if check or log:
-                    epot, ekin = float(_latest(work, "energy")), float(work.get_kinetic_energy())
-                    temperature = float(work.get_temperature())
-                if check:
-                    reason = _guard(work, epot, temperature, temperature_k, max_temperature_factor, proximity)
-                    if reason is not None:
-                        saved_to = ""
-                        if out is not None:
-                            from ase.io import write
+        s = self.settings
+        self.rows = [list(r) for r in self.rows]
+        if self.log_path is not None:
+            atomic_write_text(self.log_path, ",".join(LOG_COLUMNS) + "\n" + "".join(_log_line(r) for r in self.rows))
+        self.t_begin, self.t_loop = time.perf_counter(), None
+        # frames take the calculator's results of this step as they are (properties=[]): asking the calculator for
+        # each property would compare the whole Atoms a dozen times per frame
+        traj = Trajectory(str(self.traj_path), "a", properties=[]) if self.traj_path is not None else None
+        log_file = open(self.log_path, "a") if self.log_path is not None else None
+        try:
+            with tqdm(total=s.steps, initial=self.start_step, desc=f"MD {s.ensemble}", unit="step",
+                      disable=not progress, mininterval=PROGRESS_INTERVAL_S) as bar:
+                for _ in self.dyn.irun(s.steps - self.start_step):
+                    if self.t_loop is None:
+                        self.t_loop = time.perf_counter()
+                    else:
+                        bar.update(1)
+                    self.advance(self.dyn.nsteps, bar, traj, log_file)
+        finally:
+            if traj is not None:
+                traj.close()
+            if log_file is not None:
+                log_file.close()
+        self.t_end = time.perf_counter()
 
-                            write(out / UNSTABLE_NAME, work, format="extxyz")
-                            saved_to = f"; that frame is in {out / UNSTABLE_NAME}, the trajectory so far in {traj_path}"
-                        raise UnstableStructure(f"run_md stopped at step {step} ({step * timestep_fs / 1000:.4g} ps): "
-                                                f"{reason}{saved_to}")
-                if log:
-                    volume = float(work.get_volume()) if work.cell.rank == 3 else float("nan")
-                    row = [step, step * timestep_fs / 1000.0, epot, ekin, epot + ekin,
-                           _conserved_energy(dyn, work, epot + ekin), temperature, _pressure_gpa(work, ekin, volume),
-                           volume]
-                    rows.append(row)
-                    last_logged = step
-                    if log_file is not None:
-                        log_file.write(_log_line(row))
-                        log_file.flush()
-                    now = time.perf_counter()
-                    if now - last_postfix >= PROGRESS_INTERVAL_S or step == steps:
-                        bar.set_postfix(T=f"{row[6]:.0f}K", E=f"{row[4]:.3f}eV", P=f"{row[7]:.2f}GPa",
-                                        refresh=False)
-                        last_postfix = now
-                if (step % traj_interval == 0 or step == steps) and step > last_frame:
-                    if traj is not None:
-                        work.info.update(md_step=step, time_fs=step * timestep_fs)
-                        traj.write(work, **{k: v for k, v in work.calc.results.items() if k in all_properties})
-                    last_frame = step
-                    if stochastic:
-                        dyn.rng = _noise_rng(seed, step)
-    finally:
-        if traj is not None:
-            traj.close()
+    def advance(self, step: int, bar, traj, log_file) -> None:
+        """After a step: the guard, the log row and the trajectory frame, each when its interval says so."""
+        s, work = self.settings, self.work
+        check = step % s.guard_interval == 0 or step == s.steps
+        log = (step % s.log_interval == 0 or step == s.steps) and step > self.last_logged
+        if check or log:
+            epot, ekin = float(_latest(work, "energy")), float(work.get_kinetic_energy())
+            temperature = float(work.get_temperature())
+        if check:
+            reason = _guard(work, epot, temperature, s.temperature_k, s.max_temperature_factor, self.proximity)
+            if reason is not None:
+                self.stop(step, reason)
+        if log:
+            self.log(step, epot, ekin, temperature, bar, log_file)
+        if (step % s.traj_interval == 0 or step == s.steps) and step > self.last_frame:
+            if traj is not None:
+                work.info.update(md_step=step, time_fs=step * s.timestep_fs)
+                traj.write(work, **{k: v for k, v in work.calc.results.items() if k in all_properties})
+            self.last_frame = step
+            if self.stochastic:
+                self.dyn.rng = _noise_rng(s.seed, step)
+
+    def stop(self, step: int, reason: str) -> None:
+        """Raise UnstableStructure, with the frame that tripped the guard saved next to the trajectory."""
+        saved_to = ""
+        if self.out is not None:
+            from ase.io import write
+
+            write(self.out / UNSTABLE_NAME, self.work, format="extxyz")
+            saved_to = f"; that frame is in {self.out / UNSTABLE_NAME}, the trajectory so far in {self.traj_path}"
+        raise UnstableStructure(f"run_md stopped at step {step} ({step * self.settings.timestep_fs / 1000:.4g} ps): "
+                                f"{reason}{saved_to}")
+
+    def log(self, step: int, epot: float, ekin: float, temperature: float, bar, log_file) -> None:
+        work = self.work
+        volume = float(work.get_volume()) if work.cell.rank == 3 else float("nan")
+        row = [step, step * self.settings.timestep_fs / 1000.0, epot, ekin, epot + ekin,
+               _conserved_energy(self.dyn, work, epot + ekin), temperature, _pressure_gpa(work, ekin, volume), volume]
+        self.rows.append(row)
+        self.last_logged = step
         if log_file is not None:
-            log_file.close()
-    t_end = time.perf_counter()
+            log_file.write(_log_line(row))
+            log_file.flush()
+        now = time.perf_counter()
+        if now - self.last_postfix >= PROGRESS_INTERVAL_S or step == self.settings.steps:
+            bar.set_postfix(T=f"{row[6]:.0f}K", E=f"{row[4]:.3f}eV", P=f"{row[7]:.2f}GPa", refresh=False)
+            self.last_postfix = now
 
-    data = np.array(rows, dtype=float).reshape(-1, len(LOG_COLUMNS))
-    columns = {name: data[:, k] for k, name in enumerate(LOG_COLUMNS)}
-    half = columns["temperature_k"][len(data) // 2:]
-    drift = float("nan")
-    finite = np.isfinite(columns["conserved_ev"])
-    if finite.sum() >= 3:
-        slope = np.polyfit(columns["time_ps"][finite], columns["conserved_ev"][finite] / n_atoms, 1)[0]
-        drift = float(slope * 1000.0)
-    steps_run = steps - start_step
-    loop_time = t_end - (t_loop or t_end)
-    return MDResult(
-        ensemble=ensemble, thermostat=thermostat, target_temperature_k=float(temperature_k),
-        timestep_fs=float(timestep_fs), n_atoms=n_atoms, steps_completed=int(max(steps, start_step)),
-        steps_this_session=int(max(steps_run, 0)), resumed_from_step=int(start_step),
-        step=columns["step"].astype(int), time_ps=columns["time_ps"], epot_ev=columns["epot_ev"],
-        ekin_ev=columns["ekin_ev"], etot_ev=columns["etot_ev"], conserved_ev=columns["conserved_ev"],
-        temperature_k=columns["temperature_k"], pressure_gpa=columns["pressure_gpa"],
-        volume_angstrom3=columns["volume_angstrom3"],
-        mean_temperature_k=float(half.mean()) if len(half) else float("nan"),
-        std_temperature_k=float(half.std()) if len(half) else float("nan"),
-        energy_drift_mev_per_atom_per_ps=drift,
-        throughput_atom_steps_per_s=float(n_atoms * steps_run / loop_time) if steps_run > 0 and loop_time > 0
-        else float("nan"),
-        wall_time_s=float(t_end - t_begin),
-        trajectory_path=str(traj_path) if traj_path is not None else None,
-        log_path=str(log_path) if log_path is not None else None,
-        provenance=provenance(calc, **settings, steps=steps, log_interval=log_interval, npt_cell=npt_cell,
-                              resume=resume, init_velocities=init_velocities,
-                              min_distance_angstrom=min_distance_angstrom,
-                              max_temperature_factor=max_temperature_factor),
-    )
+    def result(self, resume: bool) -> MDResult:
+        s, n_atoms = self.settings, len(self.work)
+        data = np.array(self.rows, dtype=float).reshape(-1, len(LOG_COLUMNS))
+        columns = {name: data[:, k] for k, name in enumerate(LOG_COLUMNS)}
+        half = columns["temperature_k"][len(data) // 2:]
+        drift = float("nan")
+        finite = np.isfinite(columns["conserved_ev"])
+        if finite.sum() >= 3:
+            slope = np.polyfit(columns["time_ps"][finite], columns["conserved_ev"][finite] / n_atoms, 1)[0]
+            drift = float(slope * 1000.0)
+        steps_run = s.steps - self.start_step
+        loop_time = self.t_end - (self.t_loop or self.t_end)
+        return MDResult(
+            ensemble=s.ensemble, thermostat=s.thermostat_label, target_temperature_k=float(s.temperature_k),
+            timestep_fs=float(s.timestep_fs), n_atoms=n_atoms, steps_completed=int(max(s.steps, self.start_step)),
+            steps_this_session=int(max(steps_run, 0)), resumed_from_step=int(self.start_step),
+            step=columns["step"].astype(int), **{name: columns[name] for name in LOG_COLUMNS[1:]},
+            mean_temperature_k=float(half.mean()) if len(half) else float("nan"),
+            std_temperature_k=float(half.std()) if len(half) else float("nan"),
+            energy_drift_mev_per_atom_per_ps=drift,
+            throughput_atom_steps_per_s=float(n_atoms * steps_run / loop_time) if steps_run > 0 and loop_time > 0
+            else float("nan"),
+            wall_time_s=float(self.t_end - self.t_begin),
+            trajectory_path=str(self.traj_path) if self.traj_path is not None else None,
+            log_path=str(self.log_path) if self.log_path is not None else None,
+            provenance=provenance(self.calc, **self.record, steps=s.steps, log_interval=s.log_interval,
+                                  npt_cell=s.npt_cell, resume=resume, init_velocities=s.init_velocities,
+                                  min_distance_angstrom=s.min_distance_angstrom,
+                                  max_temperature_factor=s.max_temperature_factor),
+        )
 
 
 def cli_md(args) -> dict[str, Any]:

@@ -1,15 +1,31 @@
-"""Online active learning with a parent calculator: the FINETUNA-style learner, closed-form readout fits,
-and uncertainty (committee spread, descriptor distance, Gaussian-process variance)."""
+"""Online active learning with a parent calculator, and periodic against naive fine-tuning along MD.
+
+Modules, each importing only those above it in this list:
+
+* :mod:`.settings`: the workflows' frozen settings (:class:`ActiveRelaxSettings`, ...);
+* :mod:`.head_fit`: closed-form readout algebra; :mod:`.uncertainty`: committee spread, descriptor distance and the
+  structure-only descriptors; :mod:`.readout`: readout linearisation, :class:`~.readout.ReadoutCalculator` and the
+  periodic workflows' fitter;
+* :mod:`.surrogate`: the online learner's surrogate; :mod:`.online`: :func:`relax_active`;
+  :mod:`.systems`: benchmark systems and parent-only baselines;
+* :mod:`.periodic`: :func:`naive_finetune`, :func:`periodic_finetune`; :mod:`.production`:
+  :func:`compare_production`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .online import ActiveLearningFailed, ActiveRelaxResult, parent_relax, relax_active
-from .periodic import ProductionComparison, SamplingRun, compare_production, naive_finetune, periodic_finetune
+from .online import ActiveLearningFailed, ActiveRelaxResult, relax_active
+from .periodic import SamplingRun, naive_finetune, periodic_finetune
+from .production import ProductionComparison, compare_production
+from .settings import ActiveRelaxSettings, NaiveSettings, PeriodicSettings, ProductionSettings
+from .systems import parent_relax
 
-__all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "cli_relax_active", "parent_relax", "relax_active"]
-__all__ += ["ProductionComparison", "SamplingRun", "compare_production", "naive_finetune", "periodic_finetune"]
+__all__ = ["ActiveLearningFailed", "ActiveRelaxResult", "ActiveRelaxSettings", "cli_relax_active", "parent_relax",
+           "relax_active"]
+__all__ += ["NaiveSettings", "PeriodicSettings", "ProductionComparison", "ProductionSettings", "SamplingRun",
+            "compare_production", "naive_finetune", "periodic_finetune"]
 
 
 def cli_relax_active(args) -> dict[str, Any]:

@@ -1,6 +1,11 @@
 """Online active learning (FINETUNA-style): relax on the surrogate, query the parent, refit the readout, repeat.
 
 Musielewicz et al., Mach. Learn.: Sci. Technol. 3, 03LT01 (2022), doi:10.1088/2632-2153/ac8fe0.
+
+:func:`relax_active` builds an :class:`ActiveRelaxSettings` and runs an :class:`_ActiveRelaxation`: one parent call,
+one refit and trust-region update, one surrogate segment (BFGS on :class:`~.surrogate.OnlineSurrogate`), repeated.
+The module is the loop and what it returns, nothing else (the surrogate, the settings and the baselines live in
+their own modules), so it stays one piece.
 """
 
 from __future__ import annotations
@@ -8,27 +13,20 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 
 from ..errors import UmlipError
-from ..io import provenance
-from ..results import Result
+from ..io import model_info, provenance
 from ..parents import Parent, ParentFailed, parent_info, parent_single_point
-from .head_fit import FitFrame, fit_readout, has_closed_form_readout, predict, readout_for
-from .uncertainty import DescriptorDistance, committee_coefficients, committee_force_std
+from ..results import Result
+from .head_fit import has_closed_form_readout
+from .settings import ActiveRelaxSettings, Query, Update, settings_from
+from .surrogate import OnlineSurrogate, constrained_fmax, free_atoms
 
 if TYPE_CHECKING:
     from ase import Atoms
-
-Query = Literal["k_steps", "relax_only", "uncertainty"]
-Update = Literal["closed_form", "finetune", "none"]
-Correction = Literal["gp", "secant", "anchor", "none"]
-ParentOptimizer = Literal["BFGS", "GPMin"]
-FirstParentCall = Literal["start", "prior_minimum"]
-
 
 @dataclasses.dataclass(frozen=True)
 class ActiveRelaxResult(Result):
@@ -94,177 +92,6 @@ class ActiveLearningFailed(UmlipError, RuntimeError):
         self.result = result
 
 
-class OnlineSurrogate(Calculator):
-    """The refitted model plus a correction fitted to what the refit leaves of the parent's energies and forces.
-
-    The readout fit alone cannot represent the parent (a different potential); left uncorrected, the surrogate's
-    curvature stays wrong and the relaxation stalls with parent forces above ``fmax``. ``correction``:
-
-    * ``"gp"``: Gaussian-process regression (ASE's ``gpmin`` GP, squared-exponential kernel with derivatives,
-      length ``gp_length_scale_angstrom``) of the residual energy and forces at every parent point, so the
-      surrogate reproduces all parent points and interpolates smoothly between them.
-    * ``"secant"``: an anchor that adds the residual force at the newest parent point as a constant force (and
-      the matching linear energy term), plus ``C (x - x_anchor)`` (and ``-½ dᵀCd`` in the energy) with ``C``
-      fitted to how the residual changed along the steps between parent points (Powell-symmetric-Broyden).
-    * ``"anchor"``: the anchor alone; ``"none"``: the refitted model alone.
-    """
-
-    implemented_properties = ["energy", "forces"]
-
-    def __init__(self, model_calc, rank: int, ridge: float, committee_size: int, seed: int,
-                 correction: Correction = "gp", update: Update = "closed_form", finetune_epochs: int = 20,
-                 gp_length_scale_angstrom: float = 0.4):
-        super().__init__()
-        if correction not in get_args(Correction):
-            raise ValueError(f"correction must be gp, secant, anchor or none, not {correction!r}")
-        self.correction = correction
-        self.anchor, self.secant = correction in ("secant", "anchor"), correction == "secant"
-        self.update, self.gp_length_scale_angstrom = update, gp_length_scale_angstrom
-        self.secant_matrix = None
-        self.gp = None
-        self.readout = readout_for(model_calc) if update == "closed_form" else None
-        self.engine = EngineModel(model_calc, finetune_epochs, seed) if update == "finetune" else \
-            FixedModel(model_calc) if update == "none" else None
-        self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus refitted model, per parent frame
-        self.rank, self.ridge, self.committee_size, self.seed = rank, ridge, committee_size, seed
-        self.frames: list[FitFrame] = []
-        self.frame_features: list[np.ndarray] = []
-        self.positions: list[np.ndarray] = []
-        self.coefficients = np.zeros(0)
-        self.offset_per_atom = 0.0
-        self.anchor_positions = None
-        self.anchor_energy = 0.0
-        self.anchor_forces = None
-        self.committee_directions = np.zeros((0, 0))
-        self.descriptor: DescriptorDistance | None = None
-        self.with_uncertainty = False
-        self.last_uncertainty = (float("nan"), float("nan"), float("nan"))  # committee, descriptor, GP
-        self.seconds = 0.0
-
-    def add_parent_frame(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> None:
-        """Refit the model on every parent frame so far (closed form or the fine-tuning engine), then refit the
-        correction and re-anchor at ``atoms``."""
-        self.positions.append(atoms.get_positions())
-        if self.engine is not None:
-            self.residuals = self.engine.refit(atoms, energy, forces)
-        else:
-            self.refit_readout(atoms, energy, forces)
-        self.secant_matrix = self.secant_correction() if self.secant else None
-        self.gp = self.residual_gp() if self.correction == "gp" else None
-        self.anchor_at(len(self.positions) - 1)
-
-    def residual_gp(self):
-        """ASE's gpmin Gaussian process on the residual (parent minus refitted model) energies and forces, with
-        its default weight (1 eV) and noise (0.005), around the mean energy residual."""
-        from ase.optimize.gpmin.gp import GaussianProcess
-        from ase.optimize.gpmin.prior import ConstantPrior
-
-        positions = np.array([p.reshape(-1) for p in self.positions])
-        targets = np.array([np.concatenate([[e], -f.reshape(-1)]) for e, f in self.residuals])
-        gp = GaussianProcess(prior=ConstantPrior(float(targets[:, 0].mean())))
-        gp.set_hyperparams(np.array([1.0, self.gp_length_scale_angstrom, 0.005]))
-        gp.train(positions, targets)
-        return gp
-
-    def refit_readout(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> None:
-        """Linearise at ``atoms`` and refit the readout in closed form; committee and descriptor PCA too."""
-        if self.readout.basis is None:
-            self.readout.choose_basis(self.readout.evaluate(atoms).atom_features, self.rank)
-            self.coefficients = np.zeros(self.readout.basis.shape[1])
-        k = self.coefficients.size
-        ev = self.readout.evaluate(atoms, directions=np.eye(k))
-        base_energy = ev.energy_ev - ev.phi @ self.coefficients
-        base_forces = ev.forces - np.tensordot(self.coefficients, ev.phi_forces, axes=1)
-        self.frames.append(FitFrame(energy, forces, base_energy, base_forces, ev.phi, ev.phi_forces))
-        self.frame_features.append(ev.atom_features)
-        self.coefficients, self.offset_per_atom = self.fit()
-        self.readout.set_coefficients(self.coefficients)
-        self.residuals = []
-        for frame in self.frames:
-            fitted_energy, fitted_forces = predict(frame, self.coefficients, self.offset_per_atom)
-            self.residuals.append((frame.energy_ev - fitted_energy, frame.forces - fitted_forces))
-        if self.committee_size > 1 and self.training_frames():
-            replicas = committee_coefficients(self.training_frames(), self.committee_size, self.ridge,
-                                              self.seed + len(self.frames))
-            self.committee_directions = replicas - replicas.mean(axis=0)
-        self.descriptor = DescriptorDistance(np.vstack(self.frame_features))
-
-    def anchor_at(self, index: int) -> None:
-        """Make the surrogate reproduce parent frame ``index`` exactly (a constant force and energy correction)."""
-        energy_residual, force_residual = self.residuals[index]
-        self.anchor_positions = self.positions[index]
-        self.anchor_energy = energy_residual if self.anchor else 0.0
-        self.anchor_forces = force_residual if self.anchor else np.zeros_like(force_residual)
-        self.reset()
-
-    def secant_correction(self) -> np.ndarray:
-        """A symmetric force correction C (3N x 3N, eV/Å²) with C s = y for the steps s between successive parent
-        frames and y the change of the fit's force residual along them (Powell-symmetric-Broyden updates, replayed
-        in order from C = 0 after every refit, so the newest step is matched exactly)."""
-        size = self.positions[0].size
-        correction = np.zeros((size, size))
-        residuals = [force_residual.reshape(-1) for _, force_residual in self.residuals]
-        for i in range(1, len(self.positions)):
-            step = (self.positions[i] - self.positions[i - 1]).reshape(-1)
-            norm2 = float(step @ step)
-            if norm2 < 1e-10:
-                continue
-            miss = residuals[i] - residuals[i - 1] - correction @ step
-            correction += (np.outer(miss, step) + np.outer(step, miss)) / norm2 \
-                - float(miss @ step) * np.outer(step, step) / norm2 ** 2
-        return correction
-
-    def training_frames(self) -> list[FitFrame]:
-        """With the anchor: earlier frames as differences from the newest one (the anchor fixes the newest point
-        exactly, so the readout only has to learn how energy and forces change away from it)."""
-        if not self.anchor:
-            return self.frames
-        last = self.frames[-1]
-        return [FitFrame(f.energy_ev - last.energy_ev, f.forces - last.forces, f.base_energy_ev - last.base_energy_ev,
-                         f.base_forces - last.base_forces, f.phi - last.phi, f.phi_forces - last.phi_forces)
-                for f in self.frames[:-1]]
-
-    def fit(self) -> tuple[np.ndarray, float]:
-        frames = self.training_frames()
-        if not frames:
-            return np.zeros_like(self.coefficients), 0.0
-        coefficients, offset = fit_readout(frames, ridge=self.ridge)
-        return coefficients, 0.0 if self.anchor else offset
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        start = time.perf_counter()
-        if self.engine is not None:
-            model_energy, model_forces = self.engine.energy_forces(self.atoms)
-        else:
-            ev = self.readout.evaluate(self.atoms, directions=self.committee_directions if self.with_uncertainty
-                                       else None)
-            model_energy, model_forces = ev.energy_ev + self.offset_per_atom * len(self.atoms), ev.forces
-        displacement = self.atoms.get_positions() - self.anchor_positions
-        energy = model_energy + self.anchor_energy - float((self.anchor_forces * displacement).sum())
-        forces = model_forces + self.anchor_forces
-        gp_std = float("nan")
-        if self.gp is not None:
-            x = self.atoms.get_positions().reshape(-1)
-            if self.with_uncertainty:
-                energy_and_gradient, covariance = self.gp.predict(x, get_variance=True)
-                gp_std = gp_force_std(np.diag(covariance)[1:].reshape(-1, 3), self.atoms)
-            else:
-                energy_and_gradient = self.gp.predict(x)
-            energy += float(energy_and_gradient[0])
-            forces = forces - energy_and_gradient[1:].reshape(-1, 3)
-        if self.secant_matrix is not None:
-            corrected = self.secant_matrix @ displacement.reshape(-1)
-            energy -= 0.5 * float(displacement.reshape(-1) @ corrected)
-            forces = forces + corrected.reshape(-1, 3)
-        self.results["energy"] = energy
-        self.results["forces"] = forces
-        if self.with_uncertainty and self.engine is None:
-            std = committee_force_std(ev.phi_forces) if ev.phi_forces is not None else float("nan")
-            self.last_uncertainty = (std, self.descriptor.score(ev.atom_features), gp_std)
-        self.seconds += time.perf_counter() - start
-
-
 def relax_on_prior(atoms: "Atoms", prior, fmax: float, max_move_angstrom: float, maxstep: float,
                    max_steps: int) -> tuple[list[tuple[float, np.ndarray]], str]:
     """BFGS on ``prior`` alone, in place, until its forces are below ``fmax`` or an atom has moved
@@ -288,119 +115,27 @@ def relax_on_prior(atoms: "Atoms", prior, fmax: float, max_move_angstrom: float,
         optimizer.step()
 
 
-def free_atoms(atoms: "Atoms") -> np.ndarray:
-    """Mask of the atoms no index constraint (FixAtoms and the like) holds."""
-    free = np.ones(len(atoms), dtype=bool)
-    for constraint in atoms.constraints:
-        if hasattr(constraint, "get_indices"):
-            free[constraint.get_indices()] = False
-    return free
-
-
-def gp_force_std(force_variance: np.ndarray, atoms: "Atoms") -> float:
-    """The GP's predictive standard deviation of the force on the most uncertain free atom (eV/Å)."""
-    per_atom = force_variance.clip(min=0.0).sum(axis=1)
-    return float(np.sqrt(np.where(free_atoms(atoms), per_atom, 0.0).max()))
-
-
-class FixedModel:
-    """The model as it is, never refitted (``update="none"``): the correction alone learns from the parent. Works
-    for any ASE calculator, including a mix of models."""
-
-    def __init__(self, calc):
-        self.calc = calc
-        self.frames: list = []
-        self.residuals: list[tuple[float, np.ndarray]] = []  # parent minus model, per frame
-
-    def refit(self, atoms: "Atoms", energy: float, forces: np.ndarray) -> list[tuple[float, np.ndarray]]:
-        """Store the parent frame; returns (energy, forces) residuals, parent minus model, of every frame so far."""
-        from ..data import LabelledFrame
-
-        frame_atoms = atoms.copy()
-        frame_atoms.calc = None
-        self.frames.append(LabelledFrame(frame_atoms, float(energy), np.array(forces), None, "parent",
-                                         len(self.frames)))
-        self.train()
-        for frame in self.frames[len(self.residuals):]:
-            model_energy, model_forces = self.energy_forces(frame.atoms)
-            self.residuals.append((frame.energy_ev - model_energy, frame.forces_ev_per_angstrom - model_forces))
-        return list(self.residuals)
-
-    def train(self) -> None:
-        """Nothing to train: the model is fixed, so earlier residuals stay valid."""
-
-    def energy_forces(self, atoms: "Atoms") -> tuple[float, np.ndarray]:
-        work = atoms.copy()
-        work.calc = self.calc
-        return float(work.get_potential_energy()), work.get_forces(apply_constraint=False)
-
-
-class EngineModel(FixedModel):
-    """The surrogate's model fine-tuned by gradient descent with :func:`umlip_helpers.finetune.finetune` (head
-    strategy), continuing from its previous weights on all parent frames at every parent call. Works for every
-    model family the fine-tuning engine supports."""
-
-    def __init__(self, calc, epochs: int, seed: int):
-        import copy
-
-        super().__init__(copy.deepcopy(calc))  # trained in place; the caller's model stays as it was
-        self.epochs, self.seed = epochs, seed
-
-    def train(self) -> None:
-        import shutil
-        import tempfile
-
-        from ..finetune import LossWeights, finetune
-
-        out = tempfile.mkdtemp(prefix="umlip-active-")
-        try:
-            finetune(self.calc, self.frames, strategy="head", out=out, epochs=self.epochs, val_fraction=0.0,
-                     loss_weights=LossWeights(stress_gpa=0.0), seed=self.seed, progress=False)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-        self.calc.reset()
-        self.residuals = []  # the model changed: every frame's residual is recomputed
-
-
-def constrained_fmax(atoms: "Atoms", forces: np.ndarray) -> float:
-    forces = forces.copy()
-    for constraint in atoms.constraints:
-        constraint.adjust_forces(atoms, forces)
-    return float(np.linalg.norm(forces, axis=1).max())
+def auto_update(calc) -> Update:
+    """What ``update="auto"`` means for ``calc``: closed form where its family has a readout, the fine-tuning
+    engine for another model the package loaded (a known family), else ``"none"``."""
+    if has_closed_form_readout(calc):
+        return "closed_form"
+    return "finetune" if model_info(calc).family is not None else "none"
 
 
 def relax_active(
     atoms: "Atoms",
     model: Any = "sevennet-0",
     parent: Parent | None = None,
-    fmax: float = 0.03,
-    query: Query = "k_steps",
-    k: int = 10,
+    fmax: float | None = None,
+    query: Query | None = None,
+    k: int | None = None,
     *,
-    surrogate_fmax_ratio: float = 0.5,
-    trust_radius_angstrom: float = 0.25,
-    max_trust_radius_angstrom: float = 0.5,
-    uphill_tolerance_ev: float = 1e-3,
-    k_grows_with_trust: bool = True,
-    trusted_prior_residual: float | None = 0.25,
-    min_stiffness_ev_per_angstrom2: float | None = None,
-    first_parent_call: FirstParentCall = "start",
-    prior_reach_angstrom: float | None = None,
-    uncertainty_threshold_ev_per_angstrom: float = 0.05,
-    rank: int = 2,
-    ridge: float = 1e-2,
-    correction: Correction = "gp",
-    gp_length_scale_angstrom: float = 0.4,
-    update: Update | Literal["auto"] = "auto",
-    finetune_epochs: int = 20,
-    committee_size: int = 4,
-    maxstep: float = 0.2,
-    max_parent_calls: int = 100,
-    max_surrogate_steps: int = 2000,
+    settings: ActiveRelaxSettings | None = None,
     trajectory_json: str | Path | None = None,
     device: str = "auto",
-    seed: int = 0,
     progress: bool = True,
+    **options: Any,
 ) -> ActiveRelaxResult:
     """Relax ``atoms`` to parent forces ≤ ``fmax`` eV/Å, calling the parent only when ``query`` says so.
 
@@ -436,225 +171,258 @@ def relax_active(
     ``model`` is a calculator or a model name; ``parent`` an ASE calculator or a per-structure factory (default:
     EMT). With ``trajectory_json`` the trajectory so far is written (atomically) after every parent call. The result
     says why each parent call was made (``parent_call_reasons``).
-    """
-    from ase.optimize import BFGS
-    from tqdm.auto import tqdm
 
-    from ..models import load_calculator
-    from ..models.loading import check_elements
+    ``settings`` (an :class:`ActiveRelaxSettings`) or its fields as keyword arguments, as above (``fmax``,
+    ``query`` and ``k`` also by position); keywords given beside ``settings`` replace those fields.
+    """
+    from ..models import check_elements, load_calculator
     from ..parents import emt_parent
 
-    if query not in get_args(Query):
-        raise ValueError(f"query must be k_steps, relax_only or uncertainty, not {query!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    if trusted_prior_residual is not None and not trusted_prior_residual > 0:
-        raise ValueError(f"trusted_prior_residual must be positive or None, got {trusted_prior_residual}")
-    if min_stiffness_ev_per_angstrom2 is not None and not min_stiffness_ev_per_angstrom2 > 0:
-        raise ValueError(f"min_stiffness_ev_per_angstrom2 must be positive or None, "
-                         f"got {min_stiffness_ev_per_angstrom2}")
-    if prior_reach_angstrom is not None and not prior_reach_angstrom > 0:
-        raise ValueError(f"prior_reach_angstrom must be positive or None, got {prior_reach_angstrom}")
-    prior_reach_angstrom = max_trust_radius_angstrom if prior_reach_angstrom is None else prior_reach_angstrom
-    if first_parent_call not in get_args(FirstParentCall):
-        raise ValueError(f"first_parent_call must be start or prior_minimum, not {first_parent_call!r}")
-    if update not in ("auto", *get_args(Update)):
-        raise ValueError(f"update must be auto, closed_form, finetune or none, not {update!r}")
+    given = {name: value for name, value in (("fmax", fmax), ("query", query), ("k", k)) if value is not None}
+    settings = settings_from(ActiveRelaxSettings, settings, {**given, **options}, "relax_active")
     calc = load_calculator(model, device=device) if isinstance(model, (str, Path)) else model
     check_elements(atoms, calc)
-    if update == "auto":
-        update = "closed_form" if has_closed_form_readout(calc) else \
-            "finetune" if getattr(calc, "umlip_family", None) is not None else "none"
-    if update != "closed_form":
-        committee_size = 0  # the committee and descriptor PCA live on the closed-form readout
+    settings = settings.resolved(auto_update(calc) if settings.update == "auto" else settings.update)
     parent = emt_parent() if parent is None else parent
-    surrogate = OnlineSurrogate(calc, rank=rank, ridge=ridge, correction=correction,
-                                gp_length_scale_angstrom=gp_length_scale_angstrom,
-                                committee_size=committee_size if committee_size > 1 else 0, seed=seed,
-                                update=update, finetune_epochs=finetune_epochs)
-    surrogate.with_uncertainty = query == "uncertainty" and committee_size > 1
-    params = dict(fmax=fmax, query=query, k=k, surrogate_fmax_ratio=surrogate_fmax_ratio,
-                  trust_radius_angstrom=trust_radius_angstrom, max_trust_radius_angstrom=max_trust_radius_angstrom,
-                  uphill_tolerance_ev=uphill_tolerance_ev, k_grows_with_trust=k_grows_with_trust,
-                  trusted_prior_residual=trusted_prior_residual,
-                  min_stiffness_ev_per_angstrom2=min_stiffness_ev_per_angstrom2, first_parent_call=first_parent_call,
-                  prior_reach_angstrom=prior_reach_angstrom, rank=rank,
-                  ridge=ridge, correction=correction, gp_length_scale_angstrom=gp_length_scale_angstrom,
-                  update=update, finetune_epochs=finetune_epochs, committee_size=committee_size, maxstep=maxstep,
-                  uncertainty_threshold_ev_per_angstrom=uncertainty_threshold_ev_per_angstrom,
-                  parent=parent_info(parent))
-    work = atoms.copy()
-    work.calc = surrogate
-    record: dict[str, list] = {"energies": [], "parent": [], "positions": [], "std": [], "q": [], "gp": [],
-                               "err": [], "reasons": []}
-    clock = {"parent": 0.0, "training": 0.0, "start": time.perf_counter()}
-    state = {"energy": float("nan"), "fmax": float("nan"), "steps": 0, "reason": "", "calls": 0}
+    return _ActiveRelaxation(atoms, calc, parent, settings, trajectory_json, progress).run()
 
-    def result() -> ActiveRelaxResult:
-        return ActiveRelaxResult(
-            converged=state["reason"] == "parent fmax reached", n_parent_calls=state["calls"],
-            n_surrogate_steps=state["steps"], final_parent_energy_ev=state["energy"],
-            final_parent_fmax_ev_per_angstrom=state["fmax"], energies_ev=list(record["energies"]),
-            is_parent_call=list(record["parent"]), parent_call_reasons=list(record["reasons"]),
-            positions_angstrom=np.array(record["positions"]),
-            symbols=work.get_chemical_symbols(), cell_angstrom=np.array(work.cell[:]), pbc=work.pbc.tolist(),
-            committee_force_std_ev_per_angstrom=list(record["std"]), descriptor_q_score=list(record["q"]),
-            gp_force_std_ev_per_angstrom=list(record["gp"]),
-            true_force_error_ev_per_angstrom=list(record["err"]), surrogate_seconds=surrogate.seconds,
-            parent_seconds=clock["parent"], training_seconds=clock["training"],
-            wall_seconds=time.perf_counter() - clock["start"], stop_reason=state["reason"],
-            provenance=provenance(calc, **params))
 
-    free = free_atoms(work)
-    bar = tqdm(total=None, desc=f"relax_active {work.get_chemical_formula()}", unit=" parent calls",
-               disable=not progress, leave=False)
-    radius = trust_radius_angstrom
-    accepted = None  # (frame index, parent energy, parent fmax) of the last accepted parent point
-    start = time.perf_counter()
-    prior_stretch, why = relax_on_prior(work, calc, surrogate_fmax_ratio * fmax, prior_reach_angstrom, maxstep,
-                                        max_surrogate_steps) if first_parent_call == "prior_minimum" else ([], "start")
-    surrogate.seconds += time.perf_counter() - start
-    for energy, positions in prior_stretch:
-        record["energies"].append(energy)
-        record["parent"].append(False)
-        record["positions"].append(positions)
-    state["steps"] = max(len(prior_stretch) - 1, 0)
-    work.calc = surrogate
-    while True:
-        # parent call at the current point
-        if state["calls"] > 0 and committee_size > 1:  # what the surrogate believed here, before seeing the parent
-            surrogate.with_uncertainty = True
-            surrogate.reset()
-            predicted = work.get_forces(apply_constraint=False)
-            record["std"].append(surrogate.last_uncertainty[0])
-            record["q"].append(surrogate.last_uncertainty[1])
-            record["gp"].append(surrogate.last_uncertainty[2])
-            surrogate.with_uncertainty = query == "uncertainty"
+@dataclasses.dataclass
+class _Record:
+    """The trajectory of one relaxation so far, and at each parent call after the first what the surrogate
+    predicted there (committee spread, Q-score, GP spread) beside its true force error."""
+
+    energies: list = dataclasses.field(default_factory=list)
+    is_parent: list = dataclasses.field(default_factory=list)
+    positions: list = dataclasses.field(default_factory=list)
+    reasons: list = dataclasses.field(default_factory=list)
+    committee_std: list = dataclasses.field(default_factory=list)
+    q_score: list = dataclasses.field(default_factory=list)
+    gp_std: list = dataclasses.field(default_factory=list)
+    true_error: list = dataclasses.field(default_factory=list)
+
+    def add(self, energy: float, positions: np.ndarray, parent: bool) -> None:
+        self.energies.append(energy)
+        self.is_parent.append(parent)
+        self.positions.append(positions)
+
+    def replace_prior_end(self, parent_energy: float) -> None:
+        """The prior's energies on the parent's scale; the parent point at the stretch's end replaces its last."""
+        shift = parent_energy - self.energies[-1]
+        self.energies = [e + shift for e in self.energies]
+        self.energies.pop(), self.is_parent.pop(), self.positions.pop()
+
+    def add_prediction(self, uncertainty: tuple[float, float, float]) -> None:
+        self.committee_std.append(uncertainty[0])
+        self.q_score.append(uncertainty[1])
+        self.gp_std.append(uncertainty[2])
+
+    def drop_unmatched_prediction(self) -> None:
+        """A prediction whose parent call failed has no true error to stand beside."""
+        if len(self.committee_std) > len(self.true_error):
+            self.committee_std.pop(), self.q_score.pop(), self.gp_std.pop()
+
+
+class _ActiveRelaxation:
+    """One run of :func:`relax_active`: the surrogate, the trust region and the record, advanced one parent call,
+    one refit and one surrogate segment at a time (:meth:`run`)."""
+
+    def __init__(self, atoms: "Atoms", calc, parent: Parent, settings: ActiveRelaxSettings,
+                 trajectory_json: str | Path | None, progress: bool):
+        from tqdm.auto import tqdm
+
+        s = self.settings = settings
+        self.calc, self.parent, self.trajectory_json = calc, parent, trajectory_json
+        self.surrogate = OnlineSurrogate(calc, rank=s.rank, ridge=s.ridge, correction=s.correction,
+                                         gp_length_scale_angstrom=s.gp_length_scale_angstrom,
+                                         committee_size=s.committee_size if s.uses_committee else 0, seed=s.seed,
+                                         update=s.update, finetune_epochs=s.finetune_epochs)
+        self.surrogate.with_uncertainty = s.query == "uncertainty" and s.uses_committee
+        self.parameters = {**s.provenance_parameters(), "parent": parent_info(parent)}
+        self.work = atoms.copy()
+        self.work.calc = self.surrogate
+        self.record = _Record()
+        self.parent_seconds = self.training_seconds = 0.0
+        self.started = time.perf_counter()
+        self.energy = self.fmax = float("nan")  # at the newest parent call
+        self.steps = self.calls = 0
+        self.stop_reason = ""
+        self.free = free_atoms(self.work)
+        self.bar = tqdm(total=None, desc=f"relax_active {self.work.get_chemical_formula()}", unit=" parent calls",
+                        disable=not progress, leave=False)
+        self.radius = s.trust_radius_angstrom
+        self.accepted = None  # (frame index, parent energy, parent fmax) of the last accepted parent point
+        self.prior_stretch: list[tuple[float, np.ndarray]] = []
+
+    def run(self) -> ActiveRelaxResult:
+        why = self.relax_on_prior_first()
+        while True:
+            energy, forces = self.call_parent(why)
+            if self.finished():
+                break
+            self.learn(energy, forces)
+            why = self.relax_on_surrogate()
+        self.bar.close()
+        final = self.result()
+        if self.trajectory_json:
+            final.save_json(self.trajectory_json)
+        return final
+
+    def relax_on_prior_first(self) -> str:
+        """With ``first_parent_call="prior_minimum"``, relax on the prior alone first; why the parent is called."""
+        s = self.settings
+        start = time.perf_counter()
+        self.prior_stretch, why = relax_on_prior(self.work, self.calc, s.surrogate_fmax_ratio * s.fmax,
+                                                 s.prior_reach_angstrom, s.maxstep, s.max_surrogate_steps) \
+            if s.first_parent_call == "prior_minimum" else ([], "start")
+        self.surrogate.seconds += time.perf_counter() - start
+        for energy, positions in self.prior_stretch:
+            self.record.add(energy, positions, False)
+        self.steps = max(len(self.prior_stretch) - 1, 0)
+        self.work.calc = self.surrogate
+        return why
+
+    def call_parent(self, why: str) -> tuple[float, np.ndarray]:
+        """The parent at the current point (first, with the committee, what the surrogate believes there)."""
+        predicted = self.predict_here() if self.calls > 0 and self.settings.uses_committee else None
         start = time.perf_counter()
         try:
-            energy, forces = parent_single_point(parent, work)
+            energy, forces = parent_single_point(self.parent, self.work)
         except ParentFailed as exc:
-            if record["std"] and len(record["std"]) > len(record["err"]):
-                record["std"].pop(), record["q"].pop(), record["gp"].pop()
-            bar.close()
-            state["reason"] = f"parent failed: {exc}"
-            partial = result()
-            if trajectory_json:
-                partial.save_json(trajectory_json)
-            raise ActiveLearningFailed(f"{exc} (after {state['calls']} parent calls and {state['steps']} "
-                                       f"surrogate steps; the trajectory so far is on .result"
-                                       + (f" and in {trajectory_json})" if trajectory_json else ")"), partial) from exc
-        clock["parent"] += time.perf_counter() - start
-        if state["calls"] > 0 and committee_size > 1:
-            record["err"].append(float(np.linalg.norm((predicted - forces)[free], axis=1).max()))
-        state["calls"] += 1
-        state["energy"], state["fmax"] = energy, constrained_fmax(work, forces)
-        if state["calls"] == 1 and prior_stretch:  # the prior's energies on the parent's scale
-            shift = energy - prior_stretch[-1][0]
-            record["energies"] = [e + shift for e in record["energies"]]
-            record["energies"].pop(), record["parent"].pop(), record["positions"].pop()  # the parent point replaces it
-        record["energies"].append(energy)
-        record["parent"].append(True)
-        record["positions"].append(work.get_positions())
-        record["reasons"].append(why)
-        bar.update(1)
-        bar.set_postfix(parent_fmax=f"{state['fmax']:.3f}", surrogate_steps=state["steps"])
-        if state["fmax"] <= fmax:
-            state["reason"] = "parent fmax reached"
-            break
-        if state["calls"] >= max_parent_calls or state["steps"] >= max_surrogate_steps:
-            state["reason"] = "max_parent_calls reached" if state["calls"] >= max_parent_calls else \
-                "max_surrogate_steps reached"
-            break
-        predicted_energy = work.get_potential_energy() if accepted is not None else energy
-        start = time.perf_counter()
-        surrogate.add_parent_frame(work, energy, forces)
-        clock["training"] += time.perf_counter() - start
-        # trust region: compare the parent's energy change with the surrogate's prediction for this segment
-        if accepted is not None:
-            actual, predicted = energy - accepted[1], predicted_energy - accepted[1]
-            if actual > uphill_tolerance_ev:  # reject: back to the last accepted point with a smaller radius
-                radius = max(radius / 2, 0.01)
-                work.positions = surrogate.positions[accepted[0]]
-                surrogate.anchor_at(accepted[0])
-            else:
-                ratio = actual / predicted if predicted < 0 else 1.0
-                radius = min(radius * 2, max_trust_radius_angstrom) if ratio > 0.75 else \
-                    max(radius / 2, 0.01) if ratio < 0.25 else radius
-                accepted = (len(surrogate.frames) - 1, energy, state["fmax"])
-        else:
-            accepted = (0, energy, state["fmax"])
-            if trusted_prior_residual is not None:  # the prior already agrees with the parent: trust it further
-                prior = work.copy()
-                prior.calc = calc
-                residual = np.linalg.norm((forces - prior.get_forces(apply_constraint=False))[free])
-                if residual <= trusted_prior_residual * np.linalg.norm(forces[free]):
-                    radius = max_trust_radius_angstrom
-        if trajectory_json:
-            result().save_json(trajectory_json)
+            raise self.failed(exc) from exc
+        self.parent_seconds += time.perf_counter() - start
+        if predicted is not None:
+            self.record.true_error.append(float(np.linalg.norm((predicted - forces)[self.free], axis=1).max()))
+        self.calls += 1
+        self.energy, self.fmax = energy, constrained_fmax(self.work, forces)
+        if self.calls == 1 and self.prior_stretch:
+            self.record.replace_prior_end(energy)
+        self.record.add(energy, self.work.get_positions(), True)
+        self.record.reasons.append(why)
+        self.bar.update(1)
+        self.bar.set_postfix(parent_fmax=f"{self.fmax:.3f}", surrogate_steps=self.steps)
+        return energy, forces
 
-        # surrogate relaxation from the parent point, with a fresh BFGS Hessian
-        reach = radius if min_stiffness_ev_per_angstrom2 is None else \
-            min(radius, max(accepted[2] / min_stiffness_ev_per_angstrom2, 0.01))  # from the segment's start point
-        optimizer = BFGS(work, maxstep=min(maxstep, reach), logfile=None)
-        segment = 0
-        why = "max surrogate steps"
-        while state["steps"] < max_surrogate_steps:
+    def predict_here(self) -> np.ndarray:
+        """The surrogate's forces and uncertainty signals at the current point, before the parent is seen."""
+        surrogate = self.surrogate
+        surrogate.with_uncertainty = True
+        surrogate.reset()
+        predicted = self.work.get_forces(apply_constraint=False)
+        self.record.add_prediction(surrogate.last_uncertainty)
+        surrogate.with_uncertainty = self.settings.query == "uncertainty"
+        return predicted
+
+    def failed(self, exc: Exception) -> ActiveLearningFailed:
+        self.record.drop_unmatched_prediction()
+        self.bar.close()
+        self.stop_reason = f"parent failed: {exc}"
+        partial = self.result()
+        if self.trajectory_json:
+            partial.save_json(self.trajectory_json)
+        return ActiveLearningFailed(f"{exc} (after {self.calls} parent calls and {self.steps} surrogate steps; the "
+                                    f"trajectory so far is on .result"
+                                    + (f" and in {self.trajectory_json})" if self.trajectory_json else ")"), partial)
+
+    def finished(self) -> bool:
+        s = self.settings
+        if self.fmax <= s.fmax:
+            self.stop_reason = "parent fmax reached"
+        elif self.calls >= s.max_parent_calls:
+            self.stop_reason = "max_parent_calls reached"
+        elif self.steps >= s.max_surrogate_steps:
+            self.stop_reason = "max_surrogate_steps reached"
+        return bool(self.stop_reason)
+
+    def learn(self, energy: float, forces: np.ndarray) -> None:
+        """Refit the surrogate on the new parent point, then judge the segment that led there (trust region)."""
+        predicted_energy = self.work.get_potential_energy() if self.accepted is not None else energy
+        start = time.perf_counter()
+        self.surrogate.add_parent_frame(self.work, energy, forces)
+        self.training_seconds += time.perf_counter() - start
+        if self.accepted is not None:
+            self.judge_segment(energy, predicted_energy)
+        else:
+            self.accept_first_point(energy, forces)
+        if self.trajectory_json:
+            self.result().save_json(self.trajectory_json)
+
+    def judge_segment(self, energy: float, predicted_energy: float) -> None:
+        """Compare the parent's energy change with the surrogate's prediction for the segment: an uphill one is
+        rejected (back to the last accepted point, radius halved); a well predicted one doubles the radius."""
+        s, accepted = self.settings, self.accepted
+        actual, predicted = energy - accepted[1], predicted_energy - accepted[1]
+        if actual > s.uphill_tolerance_ev:
+            self.radius = max(self.radius / 2, 0.01)
+            self.work.positions = self.surrogate.positions[accepted[0]]
+            self.surrogate.anchor_at(accepted[0])
+            return
+        ratio = actual / predicted if predicted < 0 else 1.0
+        self.radius = min(self.radius * 2, s.max_trust_radius_angstrom) if ratio > 0.75 else \
+            max(self.radius / 2, 0.01) if ratio < 0.25 else self.radius
+        self.accepted = (len(self.surrogate.frames) - 1, energy, self.fmax)
+
+    def accept_first_point(self, energy: float, forces: np.ndarray) -> None:
+        """The first parent point; a prior that already agrees with the parent there is trusted further at once."""
+        s = self.settings
+        self.accepted = (0, energy, self.fmax)
+        if s.trusted_prior_residual is not None:
+            prior = self.work.copy()
+            prior.calc = self.calc
+            residual = np.linalg.norm((forces - prior.get_forces(apply_constraint=False))[self.free])
+            if residual <= s.trusted_prior_residual * np.linalg.norm(forces[self.free]):
+                self.radius = s.max_trust_radius_angstrom
+
+    def relax_on_surrogate(self) -> str:
+        """BFGS on the surrogate from the parent point, with a fresh Hessian, until :meth:`segment_end` says why
+        the parent is called next."""
+        from ase.optimize import BFGS
+
+        s, work = self.settings, self.work
+        reach = self.radius if s.min_stiffness_ev_per_angstrom2 is None else \
+            min(self.radius, max(self.accepted[2] / s.min_stiffness_ev_per_angstrom2, 0.01))  # from the start point
+        optimizer = BFGS(work, maxstep=min(s.maxstep, reach), logfile=None)
+        segment, spread_at_parent_point = 0, float("nan")
+        while self.steps < s.max_surrogate_steps:
             surrogate_forces = work.get_forces()
             if segment == 0:
-                spread_at_parent_point = surrogate.last_uncertainty[0]
+                spread_at_parent_point = self.surrogate.last_uncertainty[0]
             else:
-                record["energies"].append(work.get_potential_energy())
-                record["parent"].append(False)
-                record["positions"].append(work.get_positions())
-                if np.linalg.norm(surrogate_forces, axis=1).max() < surrogate_fmax_ratio * fmax:
-                    why = "surrogate converged"
-                    break
-                if query == "k_steps" and segment >= (k * radius / trust_radius_angstrom if k_grows_with_trust else k):
-                    why = "k steps"
-                    break
-                moved = np.linalg.norm(work.get_positions() - surrogate.anchor_positions, axis=1).max()
-                if moved >= reach - 1e-9:
-                    why = "trust radius" if reach == radius else "step bound"
-                    break
-                if query == "uncertainty" and (segment >= k or surrogate.last_uncertainty[0] - spread_at_parent_point
-                                               > uncertainty_threshold_ev_per_angstrom):
-                    why = "k steps" if segment >= k else "uncertainty"
-                    break
+                self.record.add(work.get_potential_energy(), work.get_positions(), False)
+                why = self.segment_end(segment, reach, surrogate_forces, spread_at_parent_point)
+                if why is not None:
+                    return why
             optimizer.step()
             segment += 1
-            state["steps"] += 1
-    bar.close()
-    final = result()
-    if trajectory_json:
-        final.save_json(trajectory_json)
-    return final
+            self.steps += 1
+        return "max surrogate steps"
 
+    def segment_end(self, segment: int, reach: float, forces: np.ndarray, spread_at_parent_point: float) -> str | None:
+        s = self.settings
+        if np.linalg.norm(forces, axis=1).max() < s.surrogate_fmax_ratio * s.fmax:
+            return "surrogate converged"
+        if s.query == "k_steps" and segment >= (s.k * self.radius / s.trust_radius_angstrom if s.k_grows_with_trust
+                                                else s.k):
+            return "k steps"
+        moved = np.linalg.norm(self.work.get_positions() - self.surrogate.anchor_positions, axis=1).max()
+        if moved >= reach - 1e-9:
+            return "trust radius" if reach == self.radius else "step bound"
+        if s.query == "uncertainty" and (segment >= s.k or self.surrogate.last_uncertainty[0] - spread_at_parent_point
+                                         > s.uncertainty_threshold_ev_per_angstrom):
+            return "k steps" if segment >= s.k else "uncertainty"
+        return None
 
-def parent_relax(atoms: "Atoms", parent: Parent, fmax: float = 0.03, optimizer: ParentOptimizer = "BFGS",
-                 maxstep: float = 0.2, max_steps: int = 1000, keep_path: bool = False) -> dict[str, Any]:
-    """A baseline on the parent alone: ASE's BFGS (``maxstep``), or ASE's GPMin (a Gaussian process on the parent's
-    energies and forces, with its default hyperparameters and no other prior). Returns parent calls, final energy
-    and fmax, and seconds; with ``keep_path`` also ``path``, the (positions, energy, forces) the optimiser reported
-    at the start and after every step, all of them parent results it had already computed."""
-    from ase.optimize import BFGS, GPMin
-
-    from ..parents import parent_calculator
-
-    if optimizer not in get_args(ParentOptimizer):
-        raise ValueError(f"optimizer must be one of {get_args(ParentOptimizer)}, not {optimizer!r}")
-    work = atoms.copy()
-    work.calc = parent_calculator(parent)
-    start = time.perf_counter()
-    relax = BFGS(work, maxstep=maxstep, logfile=None) if optimizer == "BFGS" else GPMin(work, logfile=None)
-    path = []
-    if keep_path:
-        relax.attach(lambda: path.append((work.get_positions(), float(work.get_potential_energy()),
-                                          work.get_forces(apply_constraint=False).copy())))
-    converged = relax.run(fmax=fmax, steps=max_steps)
-    calls = relax.nsteps + 1 if optimizer == "BFGS" else relax.function_calls  # GPMin may re-evaluate within a step
-    return {"n_parent_calls": calls, "converged": bool(converged),
-            "final_energy_ev": float(work.get_potential_energy()),
-            "final_fmax_ev_per_angstrom": constrained_fmax(work, work.get_forces(apply_constraint=False)),
-            "seconds": time.perf_counter() - start, "positions_angstrom": work.get_positions(),
-            **({"path": path} if keep_path else {})}
+    def result(self) -> ActiveRelaxResult:
+        r, work = self.record, self.work
+        return ActiveRelaxResult(
+            converged=self.stop_reason == "parent fmax reached", n_parent_calls=self.calls,
+            n_surrogate_steps=self.steps, final_parent_energy_ev=self.energy,
+            final_parent_fmax_ev_per_angstrom=self.fmax, energies_ev=list(r.energies),
+            is_parent_call=list(r.is_parent), parent_call_reasons=list(r.reasons),
+            positions_angstrom=np.array(r.positions),
+            symbols=work.get_chemical_symbols(), cell_angstrom=np.array(work.cell[:]), pbc=work.pbc.tolist(),
+            committee_force_std_ev_per_angstrom=list(r.committee_std), descriptor_q_score=list(r.q_score),
+            gp_force_std_ev_per_angstrom=list(r.gp_std), true_force_error_ev_per_angstrom=list(r.true_error),
+            surrogate_seconds=self.surrogate.seconds, parent_seconds=self.parent_seconds,
+            training_seconds=self.training_seconds, wall_seconds=time.perf_counter() - self.started,
+            stop_reason=self.stop_reason, provenance=provenance(self.calc, **self.parameters))

@@ -3,14 +3,51 @@ and the per-system comparison against parent-only optimisers (BFGS, and GPMin)."
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal
+import time
+from typing import TYPE_CHECKING, Any, Iterator, Literal, get_args
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
+    from ..parents import Parent
 
 ADSORBATES = ("H", "O", "C", "N", "CO", "OH")
 METALS = ("Ni", "Cu", "Pt", "Pd", "Al")
 BINDING_ATOM = {"CO": "C", "OH": "O"}  # the atom a molecular adsorbate binds to the surface with
 Profile = Literal["ci", "small", "full", "all", "tuning"]
+ParentOptimizer = Literal["BFGS", "GPMin"]
 TUNING_SEED = 5000  # rattle seeds of the tuning set: the benchmark uses 0, pretraining 1000 + index
 TILTED_SEED = 7000  # seeds of tilted_molecule_frames' starts
+
+
+def parent_relax(atoms: "Atoms", parent: Parent, fmax: float = 0.03, optimizer: ParentOptimizer = "BFGS",
+                 maxstep: float = 0.2, max_steps: int = 1000, keep_path: bool = False) -> dict[str, Any]:
+    """A baseline on the parent alone: ASE's BFGS (``maxstep``), or ASE's GPMin (a Gaussian process on the parent's
+    energies and forces, with its default hyperparameters and no other prior). Returns parent calls, final energy
+    and fmax, and seconds; with ``keep_path`` also ``path``, the (positions, energy, forces) the optimiser reported
+    at the start and after every step, all of them parent results it had already computed."""
+    from ase.optimize import BFGS, GPMin
+
+    from ..parents import parent_calculator
+    from .surrogate import constrained_fmax
+
+    if optimizer not in get_args(ParentOptimizer):
+        raise ValueError(f"optimizer must be one of {get_args(ParentOptimizer)}, not {optimizer!r}")
+    work = atoms.copy()
+    work.calc = parent_calculator(parent)
+    start = time.perf_counter()
+    relax = BFGS(work, maxstep=maxstep, logfile=None) if optimizer == "BFGS" else GPMin(work, logfile=None)
+    path = []
+    if keep_path:
+        relax.attach(lambda: path.append((work.get_positions(), float(work.get_potential_energy()),
+                                          work.get_forces(apply_constraint=False).copy())))
+    converged = relax.run(fmax=fmax, steps=max_steps)
+    calls = relax.nsteps + 1 if optimizer == "BFGS" else relax.function_calls  # GPMin may re-evaluate within a step
+    return {"n_parent_calls": calls, "converged": bool(converged),
+            "final_energy_ev": float(work.get_potential_energy()),
+            "final_fmax_ev_per_angstrom": constrained_fmax(work, work.get_forces(apply_constraint=False)),
+            "seconds": time.perf_counter() - start, "positions_angstrom": work.get_positions(),
+            **({"path": path} if keep_path else {})}
 
 
 def adsorbate_slab(metal: str, facet: str, adsorbate: str, size: tuple[int, int, int] = (2, 2, 3),
@@ -61,7 +98,7 @@ def rattle_free_metal(atoms, stdev_angstrom: float = 0.1, seed: int = 0):
     adsorbates keep their geometry."""
     import numpy as np
 
-    from .online import free_atoms
+    from .surrogate import free_atoms
 
     movable = np.array([symbol in METALS for symbol in atoms.get_chemical_symbols()]) & free_atoms(atoms)
     atoms.positions[movable] += np.random.default_rng(seed).normal(0.0, stdev_angstrom, (movable.sum(), 3))
@@ -160,8 +197,6 @@ def pretraining_frames(parent_factory=None, fmax: float = 0.03, seed: int = 1000
 
     from ..data import LabelledFrame
     from ..parents import emt_parent
-    from .online import parent_relax
-
     parent_factory = parent_factory or emt_parent
     structures = pretraining_structures(size)
     frames, calls = [], 0
@@ -209,8 +244,6 @@ def tilted_molecule_frames(parent_factory=None, fmax: float = 0.03, tilt_degrees
 
     from ..data import LabelledFrame
     from ..parents import emt_parent
-    from .online import parent_relax
-
     parent_factory = parent_factory or emt_parent
     rng = np.random.default_rng(seed)
     frames, calls, runs = [], 0, []
@@ -241,7 +274,7 @@ def compare_to_parent_only(atoms, calc, parent_factory, fmax: float = 0.03, **op
 
     Unless ``max_parent_calls`` is given, the online learner may use as many parent calls as the baseline needed.
     """
-    from .online import parent_relax, relax_active
+    from .online import relax_active
 
     baseline = parent_relax(atoms, parent_factory(), fmax=fmax)
     gpmin = parent_relax(atoms, parent_factory(), fmax=fmax, optimizer="GPMin")
@@ -279,7 +312,7 @@ def prior_force_error(atoms, prior, parent) -> tuple[float, float]:
     """Mean and max over the free atoms of ``|F_prior - F_parent|`` (eV/Å) at ``atoms``."""
     import numpy as np
 
-    from .online import free_atoms
+    from .surrogate import free_atoms
 
     work = atoms.copy()
     work.calc = prior
@@ -307,7 +340,7 @@ def prior_curvature(atoms, prior, parent, n_soft: int = 6, delta_angstrom: float
     from ase.vibrations import Vibrations
     from scipy.linalg import null_space
 
-    from .online import free_atoms
+    from .surrogate import free_atoms
 
     free = np.flatnonzero(free_atoms(atoms))
 

@@ -1,8 +1,14 @@
-"""Uncertainty signals for online learning: a committee of readouts, and descriptor distance (PCA + Q-residual)."""
+"""Uncertainty signals: a committee of readouts, descriptor distance (PCA + Q-residual), and the structure-only
+descriptors (radial environments, nearest-neighbour distances) that the periodic workflows compare in."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Sequence
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from ase import Atoms
 
 
 def spearman_correlation(signal, error) -> float | None:
@@ -54,3 +60,36 @@ class DescriptorDistance:
 
     def score(self, atom_features: np.ndarray) -> float:
         return float(self.q_residuals(atom_features).max() / self.reference)
+
+
+def environment_descriptors(atoms: "Atoms", elements: Sequence[str], cutoff_angstrom: float = 5.0,
+                            n_radial: int = 12) -> np.ndarray:
+    """Per-atom radial environment descriptors (N, len(elements) * n_radial): for each neighbour element, Gaussians
+    on a grid of distances up to ``cutoff_angstrom``, weighted by a cosine cutoff (Behler's G2 functions).
+
+    They depend on the structure only, so the configurations sampled by different models (and workflows) are
+    compared in one space, whatever model family is fine-tuned.
+    """
+    from ..analysis import neighbor_pairs
+
+    centres = np.linspace(0.8, cutoff_angstrom, n_radial)
+    width = centres[1] - centres[0]
+    i, j, d = neighbor_pairs(atoms, cutoff_angstrom, "ijd", full_list=True)
+    numbers = np.asarray(atoms.get_chemical_symbols())
+    index = {e: k for k, e in enumerate(elements)}
+    weight = 0.5 * (np.cos(np.pi * d / cutoff_angstrom) + 1.0)
+    gauss = np.exp(-((d[:, None] - centres[None, :]) / width) ** 2) * weight[:, None]
+    out = np.zeros((len(atoms), len(elements), n_radial))
+    element_of_j = np.array([index[s] for s in numbers[j]], dtype=int) if len(j) else np.zeros(0, dtype=int)
+    np.add.at(out, (i, element_of_j), gauss)
+    return out.reshape(len(atoms), -1)
+
+
+def nearest_neighbour_distances(atoms: "Atoms", cutoff_angstrom: float = 6.0) -> np.ndarray:
+    """Each atom's distance to its nearest neighbour (Å)."""
+    from ..analysis import neighbor_pairs
+
+    i, d = neighbor_pairs(atoms, cutoff_angstrom, "id", full_list=True)
+    nearest = np.full(len(atoms), np.inf)
+    np.minimum.at(nearest, i, d)
+    return nearest
