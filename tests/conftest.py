@@ -135,3 +135,24 @@ def assert_batched_forward_matches_per_frame(ymno3_frames):
         np.testing.assert_allclose(after[1], before[1], atol=1e-6)
 
     return check
+
+
+def can_install_system_packages() -> bool:
+    """Root, or passwordless sudo: what the install scripts need for apt-get."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() == 0:
+        return True
+    return shutil.which("sudo") is not None and subprocess.run(["sudo", "-n", "true"], capture_output=True).returncode == 0
+
+
+def require_installed(what: str, present: bool, script: str) -> None:
+    """Fail when ``what`` is missing although this machine could install it (the install step broke); skip, with
+    the reason, when installing it needs root or sudo that this user lacks (``make test`` skipped it too)."""
+    if present:
+        return
+    if can_install_system_packages():
+        pytest.fail(f"{what} is not installed, though this user can install it: run {script}")
+    pytest.skip(f"{what} needs root or sudo to install ({script} skipped it), which this user lacks")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import require_installed
 from umlip_helpers.book import build, toc_entries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,7 @@ class Page:
 def open_chromium():
     """Headless Chromium with a fresh profile; yields a Page for its first tab."""
     binary = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    if binary is None:
-        pytest.fail("Chromium is not installed: apt-get install -y chromium chromium-driver")
+    require_installed("Chromium", binary is not None, "scripts/install_system_deps.sh")
     profile = tempfile.mkdtemp(prefix="umlip-chromium-")
     proc = subprocess.Popen([binary, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from conftest import require_installed
 from umlip_helpers.io import model_info
 from umlip_helpers.parents import ParentFailed, emt_parent, make_parent, parent_single_point
 
@@ -40,7 +41,9 @@ def test_make_parent_rejects_unknown_names():
 @pytest.mark.gpaw
 @pytest.mark.slow
 def test_gpaw_single_point_on_one_atom_ni():
-    pytest.importorskip("gpaw")
+    import importlib.util
+
+    require_installed("GPAW", importlib.util.find_spec("gpaw") is not None, "scripts/install_gpaw.sh .venv")
     from umlip_helpers.parents import gpaw_parent
 
     parent = gpaw_parent(kpts_density=2.0, ecut_ev=300.0)

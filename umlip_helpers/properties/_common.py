@@ -1,5 +1,6 @@
 """Shared by the vacancy, stacking-fault, surface and adsorption workflows: the elemental FCC bulk crystal they are
-referenced to, single-point energies and the geometry of layered cells.
+referenced to, single-point energies and the geometry of layered cells; and, for the property commands, the crystal a
+``--structure`` argument names.
 
 Those workflows take the *relaxed* bulk crystal (relax it first with :func:`umlip_helpers.properties.relax.relax`)
 and a calculator. A bulk cell that is far from zero pressure gets a warning, because every defect energy is
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from ase import Atoms, units
 
+from ..errors import DataValidationError
 from ..models import check_elements
 
 if TYPE_CHECKING:
@@ -78,3 +81,24 @@ def single_point_energy(atoms: Atoms, calc: "Calculator") -> float:
     work = atoms.copy()
     work.calc = calc
     return float(work.get_potential_energy())
+
+
+def structure_from_argument(text: str) -> Atoms:
+    """An element symbol gives its bulk crystal (ase.build.bulk; FCC Ni at a = 3.52 Å); anything else is read
+    as a structure file (its last frame), which must be periodic."""
+    from ase.build import bulk
+    from ase.data import chemical_symbols
+    from ase.io import read
+
+    from ..data import read_structure
+
+    if text in chemical_symbols[1:] and not Path(text).exists():
+        return bulk("Ni", "fcc", a=3.52) if text == "Ni" else bulk(text)
+    path = Path(text)
+    if not path.is_file():
+        raise DataValidationError([(text, None, "structure", "neither an element symbol nor an existing file")])
+    atoms = read_structure(path)
+    if not atoms.pbc.all():
+        message = f"an EOS needs a crystal periodic along all three axes, got pbc={atoms.pbc.tolist()}"
+        raise DataValidationError([(str(path), len(read(path, index=":")) - 1, "pbc", message)])
+    return atoms

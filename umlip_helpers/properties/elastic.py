@@ -194,7 +194,7 @@ def elastic_constants(
 def cli_elastic(args) -> dict[str, Any]:
     """``umlip elastic --model M --structure Ni|FILE``: relax the cell, then the elastic constants."""
     from ..models import load_calculator
-    from .eos import structure_from_argument
+    from ._common import structure_from_argument
     from .relax import relax
 
     calc = load_calculator(args.model, device=args.device, threads=args.threads)

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 from ase import Atoms, units
 
-from ..errors import DataValidationError, UmlipError, UnsupportedElements
+from ..errors import UmlipError, UnsupportedElements
 from ..io import provenance
 from ..models import check_elements, supported_elements
 from ..results import Result
+from ._common import structure_from_argument
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -397,27 +398,6 @@ def delta_benchmark(
 
 
 # ----------------------------------------------------------------------------------------------- command line
-
-def structure_from_argument(text: str) -> Atoms:
-    """An element symbol gives its bulk crystal (ase.build.bulk; FCC Ni at a = 3.52 Å); anything else is read
-    as a structure file (its last frame), which must be periodic."""
-    from ase.build import bulk
-    from ase.data import chemical_symbols
-    from ase.io import read
-
-    from ..data import read_structure
-
-    if text in chemical_symbols[1:] and not Path(text).exists():
-        return bulk("Ni", "fcc", a=3.52) if text == "Ni" else bulk(text)
-    path = Path(text)
-    if not path.is_file():
-        raise DataValidationError([(text, None, "structure", "neither an element symbol nor an existing file")])
-    atoms = read_structure(path)
-    if not atoms.pbc.all():
-        message = f"an EOS needs a crystal periodic along all three axes, got pbc={atoms.pbc.tolist()}"
-        raise DataValidationError([(str(path), len(read(path, index=":")) - 1, "pbc", message)])
-    return atoms
-
 
 def cli_eos(args) -> dict[str, Any]:
     """``umlip eos --model M --structure Ni|FILE``: the EOS result as a dict."""

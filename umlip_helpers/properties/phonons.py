@@ -207,7 +207,7 @@ def phonons(
 def cli_phonons(args) -> dict[str, Any]:
     """``umlip phonons --model M --structure Ni|FILE [--plot bands.png]``: relax the cell, then phonopy."""
     from ..models import load_calculator
-    from .eos import structure_from_argument
+    from ._common import structure_from_argument
     from .relax import relax
 
     calc = load_calculator(args.model, device=args.device, threads=args.threads)

@@ -190,7 +190,7 @@ def _detached_copy(atoms: Atoms) -> Atoms:
 def cli_relax(args) -> dict[str, Any]:
     """``umlip relax --model M --structure Ni|FILE [--fixed-cell] [--out relaxed.xyz]``: the relaxation's result."""
     from ..models import load_calculator
-    from .eos import structure_from_argument
+    from ._common import structure_from_argument
 
     atoms = structure_from_argument(args.structure)
     calc = load_calculator(args.model, device=args.device, threads=args.threads)
