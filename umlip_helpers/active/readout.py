@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from ..io import attach_model_info, model_info
 from .head_fit import FitFrame, fit_readout, readout_for
+from .settings import Fit
 
 if TYPE_CHECKING:
     from ase import Atoms
 
     from ..data import LabelledFrame
 
-Fit = Literal["readout", "head", "lora", "full"]
 
 
 class LinearisedReadout:
