@@ -191,3 +191,13 @@ def test_the_minimal_family_of_the_book_page_loads_as_one_file_and_one_registry_
         from umlip_helpers.models import adapter_for
 
         adapter_for(calc)
+
+
+def test_provenance_is_reached_through_model_info_only():
+    """No side-door attributes: what a calculator is comes from umlip_helpers.io.model_info."""
+    import re
+
+    pattern = re.compile(r"\bumlip_(info|family|base)\b")
+    found = [f"{path.relative_to(PACKAGE.parent)}:{number}" for path in PACKAGE.rglob("*.py")
+             for number, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, found
