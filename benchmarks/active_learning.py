@@ -4,8 +4,8 @@ optimiser with no model: what the uMLIP prior must beat), with EMT (and optional
     python benchmarks/active_learning.py [--profile ci|small|full] [--correction gp|secant] [--gpaw] [--model M]
 
 "full" is FINETUNA-sized (30 systems of 31-38 atoms, 3x3x4 slabs), "small" the same set on 2x2x3 slabs (see
-umlip_helpers.active.systems.benchmark_systems). Writes benchmarks/results/active_learning.json (ci) or
-active_learning_<profile>.json (plus _<correction> unless it is "gp"; rewritten after every system): per system the
+umlip_helpers.active.systems.benchmark_systems). Writes benchmarks/results/active_learning.json (full, gp) or
+active_learning/<profile>.json (plus _<correction> unless it is "gp"; rewritten after every system): per system the
 parent calls of the three methods, final parent energies, the wall-time split (surrogate / parent / training); overall
 the parent calls as % of the baseline's, the fraction of final energies within 0.02 eV of the baseline's,
 uncertainty-error rank correlations. The ci profile
@@ -35,7 +35,7 @@ from umlip_helpers.active import parent_relax, relax_active  # noqa: E402
 from umlip_helpers.choices import Correction  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, compare_to_parent_only, fraction_within  # noqa: E402
 from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -135,10 +135,11 @@ def main(argv=None) -> dict:
     torch.set_num_threads(1)
     calc = load_calculator(args.model, device="auto")
     suffix = "" if args.correction == "gp" else f"_{args.correction}"
-    out_path = ROOT / "benchmarks" / "results" / ("active_learning" + ("" if args.profile == "ci" else
-                                                                        f"_{args.profile}") + f"{suffix}.json")
+    out_path = ROOT / "benchmarks" / "results" / ("active_learning.json" if args.profile == "full" and not suffix
+                                                  else f"active_learning/{args.profile}{suffix}.json")
     result = {"profile": args.profile,
-              "provenance": provenance(calc, profile=args.profile, fmax=args.fmax, parent="emt",
+              "provenance": benchmark_provenance(__file__, argv, calc, profile=args.profile, fmax=args.fmax,
+                                                 parent="emt",
                                        correction=args.correction,
                                        baselines="ase BFGS maxstep 0.2 on the parent; "
                                                  "ase GPMin defaults on the parent")}

@@ -24,11 +24,12 @@ learner (readout refit + GP correction) on the FINETUNA-sized set with EMT as th
    held-out slabs of ``benchmark_systems("tuning")``, on which to choose settings (``--min-stiffness``,
    ``--ridge``) before running them on the benchmark.
 
-Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json; rewritten after every system).
+Writes ``--out`` (benchmarks/results/active_learning_matched_prior.json, ``--systems tuning`` …/tuning.json;
+rewritten after every system).
 ``--resume`` keeps the systems already in ``--out`` when it was written with the same prior and settings.
 
-The prior of ``…_rebuilt*.json`` was trained in two stages with these commands (``runs/`` is not kept in git; each
-JSON's provenance records its prior's weights hash and training):
+The prior of ``active_learning_matched_prior.json`` and ``…/rebuilt*.json`` was trained in two stages with these
+commands (``runs/`` is not kept in git; each JSON's provenance records its prior's weights hash and training):
 
     python benchmarks/active_learning_matched_prior.py --path-frames 1000 --epochs 20 \
         --prior-dir runs/matched_prior_path1000_e20              # 20 epochs of 392-621 s on 2 cores, 65 s on an H100
@@ -40,10 +41,10 @@ Stage 1 labels 1802 small-cell frames (val force MAE 0.357 -> 0.012 eV/Å; its f
 rest on the CPU), stage 2 590 benchmark-sized frames of held-out slabs (val force RMSE 0.053 -> 0.032 eV/Å over its
 8 epochs). With it, 56/686 = 8.2% of BFGS's parent calls with ``--query relax_only --prior-reach 1.5`` (the best of
 three settings on the tuning set, 123/1149) and 61/686 = 8.9% with the defaults, all 30 systems within 0.02 eV. The
-prior of the other ``…_full_size_pretraining*.json`` and ``…_tuning*.json`` came from the same commands run before
+prior of the other ``…/full_size_pretraining*.json`` and ``…/tuning*.json`` came from the same commands run before
 CO was bound through its C atom (commit 9a0326f), with CO standing on its O in 1766 small-cell frames. The second
 stage alone, from SevenNet-0, gives a worse prior (median force error at the start 0.20 against 0.10 eV/Å) and
-126/686 = 18.4% of BFGS's parent calls (``…_one_stage.json``).
+126/686 = 18.4% of BFGS's parent calls (``…/one_stage.json``).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ from umlip_helpers.active.systems import (benchmark_systems, compare_to_parent_o
                                           pretraining_frames, prior_force_error, tilted_molecule_frames)
 from umlip_helpers.finetune import LossWeights, finetune  # noqa: E402
 from umlip_helpers.models import load_finetuned, read_manifest  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance, rows_to_resume  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance, rows_to_resume  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -145,7 +146,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--systems", choices=("benchmark", "tuning"), default="benchmark",
                         help="the 30 benchmark systems, or the 45 held-out tuning slabs")
     parser.add_argument("--out", type=Path, default=None,
-                        help="default benchmarks/results/active_learning_matched_prior[_tuning].json")
+                        help="default benchmarks/results/active_learning_matched_prior[/tuning].json; name "
+                             "explorations benchmarks/results/active_learning_matched_prior/<variant>.json")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on shared cores)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the systems an interrupted run with the same prior and settings wrote to --out")
@@ -176,19 +178,20 @@ def main(argv=None) -> dict:
         training = manifest["hyperparameters"]
     base = load_calculator("sevennet-0", device="auto")
     out_path = args.out or ROOT / "benchmarks" / "results" / (
-        "active_learning_matched_prior" + ("_tuning" if args.systems == "tuning" else "") + ".json")
+        "active_learning_matched_prior" + ("/tuning" if args.systems == "tuning" else "") + ".json")
     systems = list(benchmark_systems("full" if args.systems == "benchmark" else "tuning"))[::args.every]
     options = {"first_parent_call": args.first_parent_call, "min_stiffness_ev_per_angstrom2": args.min_stiffness,
                "query": args.query, "prior_reach_angstrom": args.prior_reach,
                **({"ridge": args.ridge} if args.ridge is not None else {})}
-    result = {"provenance": provenance(prior, parent="emt", fmax=args.fmax, every=args.every, systems=args.systems,
-                                       threads=args.threads, **options, training=training),
+    result = {"provenance": benchmark_provenance(__file__, argv, prior, parent="emt", fmax=args.fmax, every=args.every,
+                                                 systems=args.systems, threads=args.threads, **options,
+                                                 training=training),
               "pretraining": {**made, "weights_sha256": manifest["weights_sha256"], "data": manifest["data"],
                               "training_log": manifest["report"].get("after"),
                               "seconds_per_epoch": manifest["report"].get("seconds_per_epoch")},
               "systems": []}
     finished = rows_to_resume(out_path, result["provenance"]) if args.resume else {}
-    reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
+    reference = ROOT / "benchmarks" / "results" / "active_learning.json"  # the SevenNet-0 learner, full profile
     base_rows = {r["system"]: r for r in json.loads(reference.read_text())["systems"]} if reference.exists() else {}
     for name, atoms in systems:
         if name in finished:

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import parent_relax  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, fraction_within, relax_with_mixed_prior  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -61,28 +61,32 @@ def main(argv=None) -> dict:
     parser.add_argument("--rules", choices=tuple(RULES), nargs="+", default=list(RULES))
     parser.add_argument("--first-parent-call", choices=("start", "prior_minimum"), default="start")
     parser.add_argument("--fmax", type=float, default=0.03)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "active_learning_prior.json")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/active_learning_prior.json "
+                        "(--first-parent-call prior_minimum: active_learning_prior/first_call_at_prior_minimum.json)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)
     model = load_calculator("sevennet-0", device="auto")
     systems = list(benchmark_systems("full"))[::args.every]
-    out_path = args.out
+    out_path = args.out or ROOT / "benchmarks" / "results" / (
+        "active_learning_prior/first_call_at_prior_minimum.json" if args.first_parent_call == "prior_minimum"
+        else "active_learning_prior.json")
     baselines = {name: parent_relax(atoms, emt_parent(), fmax=args.fmax) for name, atoms in systems}
     runs = [(weight, rules) for weight in sorted(args.lambdas) for rules in args.rules
             if rules == "adaptive" or (rules == "before" and weight <= 0.3) or weight == 0]
-    result = {"provenance": provenance(model, parent="emt", fmax=args.fmax, every=args.every, update="none",
+    result = {"provenance": benchmark_provenance(__file__, argv, model, parent="emt", fmax=args.fmax, every=args.every,
+                                                 update="none",
                                        correction="gp", rules={name: RULES[name] for name in args.rules},
                                        first_parent_call=args.first_parent_call,
                                        prior="(1 - lambda) EMT + lambda sevennet-0"),
               "systems": [name for name, _ in systems], "runs": []}
-    reference = ROOT / "benchmarks" / "results" / "active_learning_full.json"
+    reference = ROOT / "benchmarks" / "results" / "active_learning.json"  # the default learner, full profile
     if reference.exists():  # the default learner (SevenNet-0, readout refit + GP) on the same systems
         full = json.loads(reference.read_text())
         rows = [r for r in full["systems"] if r["system"] in result["systems"]]
         result["default_learner_same_systems"] = {
-            "source": "active_learning_full.json", "created_utc": full["provenance"]["created_utc"],
+            "source": "active_learning.json", "created_utc": full["provenance"]["created_utc"],
             "active_parent_calls": sum(r["active_parent_calls"] for r in rows),
             "baseline_parent_calls": sum(r["baseline_parent_calls"] for r in rows),
             "parent_calls_percent_of_bfgs": 100.0 * sum(r["active_parent_calls"] for r in rows)

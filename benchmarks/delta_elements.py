@@ -5,7 +5,7 @@
 Each element: 7 volumes from 0.94 to 1.06 of the WIEN2k V0 (ase.collections.dcdft cells, shape fixed), a
 Birch–Murnaghan fit, Δ in meV/atom (umlip_helpers.properties.eos.delta_benchmark). "ci" runs six elements,
 "full" all 71. Speed is reported per energy call and as a ratio to the first model of the run.
-Writes benchmarks/results/delta_elements.json (or delta_elements_ci.json for the ci profile).
+Writes benchmarks/results/delta_elements.json (or delta_elements/ci.json for the ci profile).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.properties.eos import delta_benchmark, load_delta_reference  # noqa: E402
 
@@ -32,12 +32,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=["sevennet-0", "chgnet-0.3.0"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/delta_elements[_ci].json)")
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/delta_elements[/ci].json)")
     args = parser.parse_args(argv)
 
     elements = CI_ELEMENTS if args.profile == "ci" else list(load_delta_reference())
     out = Path(args.out or Path(__file__).parent / "results" /
-               f"delta_elements{'_ci' if args.profile == 'ci' else ''}.json")
+               f"delta_elements{'/ci' if args.profile == 'ci' else ''}.json")
     report = {"benchmark": "delta_elements", "profile": args.profile,
               "command": "python benchmarks/delta_elements.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "elements": elements, "npoints": NPOINTS, "models": {}}
@@ -59,7 +59,8 @@ def main(argv=None) -> dict:
     baseline = report["models"][args.models[0]]["s_per_call"]
     for entry in report["models"].values():
         entry["speed_relative_to_first_model"] = baseline / entry["s_per_call"]
-    report["provenance"] = provenance(None, profile=args.profile, models=args.models, threads=args.threads)
+    report["provenance"] = benchmark_provenance(__file__, argv, None, profile=args.profile, models=args.models,
+                                                threads=args.threads)
     atomic_write_json(out, report)
     print(f"wrote {out}")
     return report

@@ -2,7 +2,9 @@
 students (MACE, SevenNet) are trained from scratch on them.
 
     python benchmarks/distillation.py [--profile ci|cpu|full] [--students mace,sevennet]
-                                      [--out benchmarks/results/distillation.json]
+                                      [--out JSON]
+
+Writes benchmarks/results/distillation.json (full profile) or distillation/<profile>.json.
 
 Headline numbers, each measured in this one run: the MD speed of each student against the teacher on the same
 120-atom cell (interleaved rounds, so machine load hits both alike), and each student's force MAE against held-out
@@ -28,7 +30,7 @@ import numpy as np  # noqa: E402
 from umlip_helpers.data import read_dataset  # noqa: E402
 from umlip_helpers.distill import generate_configurations, label_with, md_speed, train_student  # noqa: E402
 from umlip_helpers.finetune import finetune  # noqa: E402
-from umlip_helpers.io import atomic_write_json, model_info, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info  # noqa: E402
 from umlip_helpers.metrics import evaluate  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 
@@ -64,10 +66,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "distillation.json"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results/distillation[/<profile>].json")
     parser.add_argument("--workdir", default=None,
                         help="where the teacher and students are written (default: temporary)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / (
+        "distillation.json" if args.profile == "full" else f"distillation/{args.profile}.json"))
 
     import torch
 
@@ -153,8 +157,9 @@ def main(argv=None) -> dict:
         "data": {"file": str(DATA.relative_to(ROOT)), "test_frames": len(test), "test_sha256": test.sha256()},
         "speed": {label: s.to_dict() for label, s in speeds.items()},
         "wall_time_s": time.perf_counter() - started,
-        "provenance": provenance(teacher, profile=args.profile, students=args.students, threads=args.threads,
-                                 device=device, seed=args.seed, load_average=os.getloadavg()),
+        "provenance": benchmark_provenance(__file__, argv, teacher, profile=args.profile, students=args.students,
+                                           threads=args.threads, device=device, seed=args.seed,
+                                           load_average=os.getloadavg()),
     }
     atomic_write_json(args.out, result)
     for o in options:

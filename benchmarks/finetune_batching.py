@@ -10,12 +10,13 @@ that :mod:`umlip_helpers.active.systems` pretrains the active learner's prior on
 the median seconds per optimiser step of each way (over ``--repeats`` alternated rounds of ``--steps`` steps) and
 their ratio, and the largest difference between the two ways' losses.
 
-Writes ``--out`` (benchmarks/results/finetune_batching_<cpu|cuda>.json). Measured (``--steps 8 --repeats 2
+Writes ``--out`` (benchmarks/results/finetune_batching.json on a GPU, finetune_batching/cpu.json on CPU, with
+_<model family> for another model than SevenNet-0). Measured (``--steps 8 --repeats 2
 --batch-sizes 4 16`` on an H100; ``--steps 6 --repeats 2`` on 2 shared CPU cores, 1 thread): batched is 3.8-4.1x
 faster per step at batch size 4 and 15-16x at 16 on the GPU, where a step of either size takes about 0.16 s. A
 torch.profiler trace of a batched step of 4 small cells there: 4332 kernel launches, the GPU busy 13 ms of ~150 ms.
 On CPU batched is 0.94x (small cells) and 0.74x (slabs), so the trainer batches on a GPU only; CHGNet 0.3.0
-(``--model chgnet-0.3.0``, same CPU settings, ``finetune_batching_cpu_chgnet.json``): 1.07x and 0.79x.
+(``--model chgnet-0.3.0``, same CPU settings, ``finetune_batching/cpu_chgnet.json``): 1.07x and 0.79x.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from umlip_helpers.active.systems import other_full_size_slabs, pretraining_stru
 from umlip_helpers.data import DFTDataset, LabelledFrame  # noqa: E402
 from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.trainer import LossWeights, accumulate_gradients, make_samples  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -117,12 +118,15 @@ def main(argv=None) -> dict:
             rows.append(row)
             print(f"{name:15s} batch {batch_size:2d}: per frame {row['per_frame_seconds_per_step']:.3f} s/step, "
                   f"batched {row['batched_seconds_per_step']:.3f} s/step, {row['speedup']:.2f}x", flush=True)
-    result = {"provenance": provenance(calc, steps=args.steps, batch_sizes=args.batch_sizes, repeats=args.repeats,
+    result = {"provenance": benchmark_provenance(__file__, argv, calc, steps=args.steps, batch_sizes=args.batch_sizes,
+                                                 repeats=args.repeats,
                                        threads=args.threads,
                                        device_name=torch.cuda.get_device_name() if device.startswith("cuda")
                                        else "cpu"),
               "rows": rows}
-    out = args.out or ROOT / "benchmarks" / "results" / f"finetune_batching_{device.split(':')[0]}.json"
+    variant = device.split(":")[0] + ("" if args.model == "sevennet-0" else "_" + Path(args.model).name.split("-")[0])
+    out = args.out or ROOT / "benchmarks" / "results" / (
+        "finetune_batching.json" if variant == "cuda" else f"finetune_batching/{variant}.json")
     atomic_write_json(out, result)
     print(f"wrote {out}")
     return result

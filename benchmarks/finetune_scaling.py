@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 
 WORKER = """
 import sys
@@ -82,8 +82,8 @@ def main(argv=None) -> dict:
         "benchmark": "finetune_scaling", "model": args.model, "strategy": args.strategy, "device": args.device,
         "n_frames": args.frames, "epochs": args.epochs, "global_batch_size": args.batch_size,
         "baseline": baseline, "runs": rows,
-        "provenance": provenance(None, argv=["python", "benchmarks/finetune_scaling.py", *(argv or sys.argv[1:])],
-                                 cpu_count=os.cpu_count(), load_average=os.getloadavg()),
+        "provenance": benchmark_provenance(__file__, argv, None, cpu_count=os.cpu_count(),
+                                           load_average=os.getloadavg()),
     }
     atomic_write_json(args.out, result)
     print(json.dumps({"baseline": baseline, "runs": rows}, indent=1))

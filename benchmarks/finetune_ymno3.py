@@ -1,9 +1,10 @@
 """Fine-tuning SevenNet-0 and CHGNet on YMnO3 (real VASP frames): accuracy on held-out frames and cost.
 
     python benchmarks/finetune_ymno3.py [--profile ci|cpu|full] [--models sevennet-0,chgnet-0.3.0]
-                                        [--strategies lora,head,full] [--out benchmarks/results/finetune_ymno3.json]
+                                        [--strategies lora,head,full] [--out JSON]
                                         [--workdir DIR [--resume]]
 
+Writes benchmarks/results/finetune_ymno3.json (full profile) or finetune_ymno3/<profile>.json.
 A killed GPU/CPU job continues with the same command plus ``--workdir DIR --resume``.
 
 Frames are shuffled once (seed 0) and cut into a test block (never trained on), a validation block (early
@@ -34,7 +35,7 @@ from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.trainer import (CHECKPOINT_NAME, errors, peak_memory_mb, predict_all,  # noqa: E402
                                            prepare_samples)
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 
 DATA = ROOT / "data" / "ymno3" / "ymno3_vasp_200.xyz"
@@ -147,7 +148,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--strategies", default="lora,head,full")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune_ymno3.json"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results/finetune_ymno3[/<profile>].json")
     parser.add_argument("--workdir", default=None, help="where fine-tuned models are written (default: temporary)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the runs a killed job left in --workdir from their last epoch checkpoint")
@@ -172,8 +173,8 @@ def main(argv=None) -> dict:
             "data": {"file": str(DATA.relative_to(ROOT)), "train_sha256": train.sha256(),
                      "test_sha256": test.sha256()},
             "results": rows, "step_cost": costs, "peak_memory_mb": peak_memory_mb(args.device),
-            "provenance": provenance(None, profile=args.profile, models=args.models, strategies=args.strategies,
-                                     threads=args.threads, device=args.device),
+            "provenance": benchmark_provenance(__file__, argv, None, profile=args.profile, models=args.models,
+                                               strategies=args.strategies, threads=args.threads, device=args.device),
         }
         atomic_write_json(args.out, result)
         return result

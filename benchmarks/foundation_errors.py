@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from umlip_helpers.data import read_dataset
-from umlip_helpers.io import atomic_write_json, model_info, provenance
+from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info
 from umlip_helpers.metrics import evaluate
 from umlip_helpers.models import MODELS, load_calculator, model_status
 
@@ -44,8 +44,9 @@ def main(argv=None) -> dict:
     for row in rows:
         row["time_ratio_to_sevennet_0"] = row["seconds_per_frame"] / base_time
     report = {"benchmark": "foundation_errors", "dataset": str(Path(args.data).name), "n_frames": len(dataset),
-              "models": rows, "provenance": provenance(None, max_frames=args.max_frames, threads=args.threads,
-                                                       dataset_sha256=dataset.sha256())}
+              "models": rows, "provenance": benchmark_provenance(__file__, argv, None, max_frames=args.max_frames,
+                                                                 threads=args.threads,
+                                                                 dataset_sha256=dataset.sha256())}
     atomic_write_json(args.out, report)
     print(f"wrote {args.out}")
     return report

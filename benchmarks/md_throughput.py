@@ -20,7 +20,7 @@
    (same weights); energy, forces and stress each way, ratio of times, and the largest difference in energy and
    force between the two. Skipped when torch-sim (PyPI: torch-sim-atomistic) is not installed.
 
-Writes benchmarks/results/md_throughput.json.
+Writes benchmarks/results/md_throughput.json (full profile) or md_throughput/<profile>.json.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from ase import units  # noqa: E402
 
 from umlip_helpers.analysis import read_tobermorite  # noqa: E402
 from umlip_helpers.errors import ModelUnavailable  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.md import run_md  # noqa: E402
 from umlip_helpers.models import load_calculator, set_threads  # noqa: E402
 
@@ -258,9 +258,11 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "noise": "shared CPU: other jobs run at the same time; timings vary by tens of percent between runs",
         "wall_s": time.perf_counter() - start,
-        "provenance": provenance(None, **settings, timestep_fs=TIMESTEP_FS, temperature_k=TEMPERATURE_K),
+        "provenance": benchmark_provenance(__file__, None, None, **settings, timestep_fs=TIMESTEP_FS,
+                                           temperature_k=TEMPERATURE_K),
     }
-    atomic_write_json(RESULTS, summary)
+    atomic_write_json(RESULTS if args.profile == "full" else RESULTS.parent / "md_throughput" / f"{args.profile}.json",
+                      summary)
     for row in overheads:
         if "ratio_run_md_over_bare" in row:
             print(f"{row['system']}: run_md / bare ASE = {row['ratio_run_md_over_bare']:.3f} ({row['steps']} "

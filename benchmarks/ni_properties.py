@@ -7,7 +7,7 @@ relaxed vacancy formation energy; generalized stacking fault on (111) along <112
 (100) and (110) surface energies. Each value carries its preferred reference from data/references and the percent
 error (None where no reference has been read yet). "ci" uses small cells (minutes on a laptop CPU), "full" the
 converged sizes. Wall time per property and in total; speed as a ratio to the first model of the run.
-Writes benchmarks/results/ni_properties.json (the profile is recorded inside).
+Writes benchmarks/results/ni_properties.json (full profile) or ni_properties/ci.json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ase.build import bulk  # noqa: E402
 
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info  # noqa: E402
 from umlip_helpers.models import MODELS, load_calculator, model_status  # noqa: E402
 from umlip_helpers.properties import (fcc_lattice_parameter, generalized_stacking_fault, references,  # noqa: E402
                                       surface_energies, vacancy_formation_energy)
@@ -83,12 +83,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--models", nargs="+", default=None, help="default: every model available offline")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/ni_properties.json)")
+    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/ni_properties[/ci].json)")
     args = parser.parse_args(argv)
 
     models = args.models or offline_models()
     settings = SETTINGS[args.profile]
-    out = Path(args.out or Path(__file__).parent / "results" / "ni_properties.json")
+    out = Path(args.out or Path(__file__).parent / "results" /
+               f"ni_properties{'/ci' if args.profile == 'ci' else ''}.json")
     table = references.literature_values()
     report = {"benchmark": "ni_properties", "profile": args.profile, "settings": settings,
               "command": "python benchmarks/ni_properties.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
             "surface_layers": results["surfaces"].n_layers,
             "wall_s": wall,
             "wall_s_by_property": timings,
-            "model": getattr(calc, "umlip_info", {}),
+            "model": model_info(calc).to_dict(),
         }
         line = ", ".join(f"{r['property']} {r['value']:.4g}" + (f" ({r['percent_error']:+.1f}%)"
                                                                  if r["percent_error"] is not None else "")
@@ -116,7 +117,8 @@ def main(argv=None) -> dict:
     baseline = report["models"][models[0]]["wall_s"]
     for entry in report["models"].values():
         entry["speed_relative_to_first_model"] = baseline / entry["wall_s"]
-    report["provenance"] = provenance(None, profile=args.profile, models=models, threads=args.threads, **settings)
+    report["provenance"] = benchmark_provenance(__file__, argv, None, profile=args.profile, models=models,
+                                                threads=args.threads, **settings)
     atomic_write_json(out, report)
     print(f"wrote {out}")
     return report

@@ -2,7 +2,8 @@
 
     python benchmarks/periodic_vs_naive.py [--profile ci|full|ymno3|gpaw] [--seeds N]
 
-Writes benchmarks/results/periodic_vs_naive.json (the profile is recorded inside). Headline, measured in one run:
+Writes benchmarks/results/periodic_vs_naive.json (full profile) or periodic_vs_naive/<profile>.json.
+Headline, measured in one run:
 the production force-MAE ratio periodic/naive (and the |energy error| ratio) along each fine-tuned model's own
 production MD, and the PCA coverage of the production configurations by each workflow's labels. With ``--seeds N``
 the whole comparison is repeated with N seeds and the ratios' spread is reported too.
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.active import compare_production, naive_finetune, periodic_finetune  # noqa: E402
 from umlip_helpers.profiles import STUDY_PROFILES, study_setup  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(STUDY_PROFILES), default="ci")
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "periodic_vs_naive.json"))
+    parser.add_argument("--out", default=None, help="default benchmarks/results/periodic_vs_naive[/<profile>].json")
     args = parser.parse_args()
     settings = STUDY_PROFILES[args.profile]
     calc = load_calculator(settings["model"])
@@ -79,7 +80,7 @@ def main() -> None:
         "in_distribution_fraction": {w: float(np.mean([r["in_distribution_fraction"][w] for r in runs]))
                                      for w in ("naive", "periodic")},
         "runs": runs,
-        "provenance": provenance(calc, profile=args.profile, seeds=args.seeds),
+        "provenance": benchmark_provenance(__file__, None, calc, profile=args.profile, seeds=args.seeds),
     }
     atomic_write_json(args.out, result)
     print(f"profile {args.profile}: production force MAE periodic/naive = "

@@ -6,7 +6,7 @@ For each base model, in one run: phonons of parent, base and LoRA-fine-tuned mod
 lattice; the headline numbers are the frequency-MAE ratio fine-tuned/base (below 1: fine-tuning moved the phonons
 toward the parent) and the mean model/parent frequency ratio before and after (the softening, 1 = none). Also the
 X and L frequencies against the neutron data in data/references. Time of each stage as a ratio to the parent's.
-Writes benchmarks/results/phonon_finetune.json.
+Writes benchmarks/results/phonon_finetune.json (full profile, EMT parent) or phonon_finetune/<profile>[_gpaw].json.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from ase.build import bulk  # noqa: E402
 
-from umlip_helpers.io import atomic_write_json, model_info, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent, gpaw_parent  # noqa: E402
 from umlip_helpers.properties.phonon_finetune import phonon_finetune  # noqa: E402
@@ -58,11 +58,13 @@ def main(argv=None) -> dict:
     parser.add_argument("--parent", choices=("emt", "gpaw"), default="emt")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=None, help="JSON path (default: benchmarks/results/phonon_finetune.json)")
+    parser.add_argument("--out", default=None, help="default results/phonon_finetune[/<profile>[_gpaw]].json")
     args = parser.parse_args(argv)
 
     settings = {**SETTINGS[args.profile], **(GPAW_CELLS if args.parent == "gpaw" else {})}
-    out = Path(args.out or Path(__file__).parent / "results" / "phonon_finetune.json")
+    variant = "_".join(v for v, headline in ((args.profile, "full"), (args.parent, "emt")) if v != headline)
+    out = Path(args.out or Path(__file__).parent / "results" / (f"phonon_finetune/{variant}.json" if variant
+                                                                 else "phonon_finetune.json"))
     atoms, parent = parent_structure(args.parent)
     table = literature_values()
     report = {"benchmark": "phonon_finetune", "profile": args.profile, "parent": args.parent, "settings": settings,
@@ -97,7 +99,8 @@ def main(argv=None) -> dict:
               f"mean frequency ratio {result.mean_frequency_ratio_base:.3f} -> "
               f"{result.mean_frequency_ratio_finetuned:.3f}; {wall:.0f} s", flush=True)
         atomic_write_json(out, report)  # keep what is done if a later model fails
-    report["provenance"] = provenance(None, profile=args.profile, parent=args.parent, models=args.models,
+    report["provenance"] = benchmark_provenance(__file__, argv, None, profile=args.profile, parent=args.parent,
+                                                models=args.models,
                                       threads=args.threads, **settings)
     atomic_write_json(out, report)
     print(f"wrote {out}")

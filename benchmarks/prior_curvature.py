@@ -1,7 +1,7 @@
 """What limits the online learner's parent calls: the prior's curvature against the parent's at the parent's minimum.
 
     python benchmarks/prior_curvature.py --prior runs/matched_prior_full_path8_c_down [--systems benchmark|tuning]
-        [--every 1] [--calls-from benchmarks/results/active_learning_matched_prior_....json] [--out JSON]
+        [--every 1] [--calls-from benchmarks/results/active_learning_matched_prior....json] [--out JSON]
 
 Per system: parent-only BFGS (EMT) to fmax 0.03 eV/Å, then :func:`umlip_helpers.active.systems.prior_curvature`
 there (finite-difference Hessians of the free atoms, prior and parent): the parent's softest modes, the prior's
@@ -9,7 +9,8 @@ curvature along them as a ratio, and the Newton contraction ‖I - H_parent H_pr
 force that one residual-corrected step on the prior leaves in the worst direction. ``--prior`` is a model name or a
 fine-tuned model directory. With ``--calls-from`` (a result of active_learning_matched_prior.py on the same
 systems), each row gets the online learner's parent calls, and the summary their rank correlation with the
-contraction. Writes ``--out`` (benchmarks/results/prior_curvature.json; rewritten after every system).
+contraction. Writes ``--out`` (benchmarks/results/prior_curvature.json, with ``--systems tuning``
+prior_curvature/tuning.json; rewritten after every system).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from umlip_helpers.active import parent_relax  # noqa: E402
 from umlip_helpers.active.systems import benchmark_systems, prior_curvature  # noqa: E402
 from umlip_helpers.active.uncertainty import spearman_correlation  # noqa: E402
-from umlip_helpers.io import atomic_write_json, provenance  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
 from umlip_helpers.parents import emt_parent  # noqa: E402
 
@@ -58,7 +59,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--every", type=int, default=1)
     parser.add_argument("--calls-from", type=Path, default=None,
                         help="an active_learning_matched_prior.py result on the same systems")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prior_curvature.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/prior_curvature[/tuning].json")
     args = parser.parse_args(argv)
     import torch
 
@@ -68,7 +70,10 @@ def main(argv=None) -> dict:
     calls = {}
     if args.calls_from:
         calls = {r["system"]: r for r in json.loads(args.calls_from.read_text())["systems"]}
-    result = {"provenance": provenance(prior, parent="emt", fmax=0.03, systems=args.systems, every=args.every,
+    args.out = args.out or ROOT / "benchmarks" / "results" / (
+        "prior_curvature/tuning.json" if args.systems == "tuning" else "prior_curvature.json")
+    result = {"provenance": benchmark_provenance(__file__, argv, prior, parent="emt", fmax=0.03, systems=args.systems,
+                                                 every=args.every,
                                        calls_from=str(args.calls_from) if args.calls_from else None),
               "systems": []}
     for name, atoms in list(benchmark_systems("full" if args.systems == "benchmark" else "tuning"))[::args.every]:

@@ -94,36 +94,101 @@ def test_bib_entries_have_dois_or_a_todo():
     assert len(_bib_keys()) == len(re.findall(r"^@", text, re.M)), "duplicate bibtex keys"
 
 
-def test_benchmark_tables_from_json(tmp_path):
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "benchmarks" / "speed.py").write_text("")
-    (tmp_path / "benchmarks" / "accuracy.py").write_text("")
-    (tmp_path / "benchmarks" / "results" / "accuracy.json").write_text(json.dumps({
+def _write(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+
+
+def test_benchmark_studies_by_recorded_script_then_location(tmp_path):
+    bench = tmp_path / "benchmarks"
+    _write(bench / "speed.py", '"""Speed of things: a study."""')
+    _write(bench / "accuracy.py", '"""Accuracy against DFT.\n\nMore text."""')
+    results = bench / "results"
+    _write(results / "accuracy.json", {
         "energy_mae_mev_per_atom": 12.3456, "speedup_vs_baseline": {"gpu": 3.0},
         "models": [{"name": "a", "force_mae_ev_per_angstrom": 0.05}, {"name": "b", "extra": True}],
-        "provenance": {"created_utc": "2026-01-01T00:00:00+00:00", "model": {"name": "sevennet-0"}}}))
-    (tmp_path / "benchmarks" / "results" / "broken.json").write_text("{not json")
-    tables = {t.name: t for t in benchmark_tables(tmp_path)}
-    assert tables["speed"].status == "not yet run" and "benchmarks/speed.py" in tables["speed"].note
-    assert tables["broken"].status == "unreadable"
-    acc = tables["accuracy"]
-    assert acc.rows == [("energy_mae_mev_per_atom", "12.35"), ("speedup_vs_baseline.gpu", "3")]
-    key, columns, rows = acc.record_tables[0]
-    assert key == "models" and columns == ["name", "force_mae_ev_per_angstrom", "extra"]
-    assert rows == [["a", "0.05", ""], ["b", "", "True"]]
-    assert "sevennet-0" in acc.note and "2026-01-01" in acc.note
+        "provenance": {"created_utc": "2026-01-01T00:00:00+00:00", "model": {"name": "sevennet-0"},
+                       "script": "benchmarks/accuracy.py", "argv": ["python", "benchmarks/accuracy.py", "--x", "1"]}})
+    _write(results / "accuracy" / "ci.json", {"energy_mae_mev_per_atom": 20.0, "provenance": {}})  # by location
+    _write(results / "accuracy_cuda.json", {"provenance": {"script": "benchmarks/speed.py"}})  # by recorded script
+    _write(results / "broken.json", "{not json")
+    studies = {s.script: s for s in benchmark_tables(tmp_path)}
+    assert set(studies) == {"speed", "accuracy", "broken"}
+    acc = studies["accuracy"]
+    assert acc.status == "ok" and acc.title == "Accuracy against DFT"
+    assert [v.path for v in acc.variants] == ["benchmarks/results/accuracy/ci.json"]
+    assert acc.headline.command() == "python benchmarks/accuracy.py --x 1"
+    summary, models = acc.tables
+    assert summary.rows == [["energy MAE (meV/atom)", "12.35"], ["speedup vs baseline [gpu]", "3"]]
+    assert models.header == ["name", "force MAE (eV/Å)", "extra"]
+    assert models.rows == [["a", "0.05", "–"], ["b", "–", "yes"]]
+    speed = studies["speed"]  # no headline, one variant matched by its recorded script, not by its name
+    assert speed.status == "no headline" and [v.path for v in speed.variants] == [
+        "benchmarks/results/accuracy_cuda.json"]
+    assert studies["broken"].status == "unreadable"
+    (results / "accuracy_cuda.json").unlink()
+    assert {s.script: s for s in benchmark_tables(tmp_path)}["speed"].status == "not yet run"
 
 
 def test_benchmark_records_keyed_by_model_become_rows(tmp_path):
-    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
-    (tmp_path / "benchmarks" / "results" / "props.json").write_text(json.dumps({"models": {
-        "m1": {"properties": {"a0": {"value": 3.5, "reference": 3.52, "percent_error": -0.57}},
+    _write(tmp_path / "benchmarks" / "results" / "props.json", {"models": {
+        "m1": {"properties": {"a0": {"value": 3.5, "reference": 3.52, "percent_error": -0.57, "unit": "Å"}},
                "per_element": {str(i): float(i) for i in range(20)}, "wall_s": 2.0},
-        "m2": {"properties": {"a0": {"value": 3.6, "reference": None, "percent_error": None}}, "wall_s": 1.0}}}))
-    (props,) = benchmark_tables(tmp_path)
-    key, columns, rows = props.record_tables[0]
-    assert key == "models" and columns == ["name", "a0", "wall_s"]  # the 20-value dict stays in the JSON
-    assert rows == [["m1", "3.5 (-1 %)", "2"], ["m2", "3.6", "1"]]
+        "m2": {"properties": {"a0": {"value": 3.6, "reference": 3.52, "percent_error": None}}, "wall_s": 1.0}}})
+    _write(tmp_path / "benchmarks" / "results" / "timing.json", {"models": {
+        "m1": {"per_element": {str(i): float(i) for i in range(20)}, "wall_s": 2.0}, "m2": {"wall_s": 1.0}}})
+    studies = {s.script: s for s in benchmark_tables(tmp_path)}
+    (props,) = studies["props"].tables  # properties against references: one column per model
+    assert props.header == ["property", "reference", "m1", "m2"] and props.rows == [["a0 (Å)", "3.52", "3.5 (-1 %)",
+                                                                                      "3.6"]]
+    (timing,) = studies["timing"].tables  # the 20-value dict stays in the JSON
+    assert timing.header == ["name", "wall (s)"] and timing.rows == [["m1", "2"], ["m2", "1"]]
+
+
+def test_benchmark_provenance_records_script_and_argv():
+    from umlip_helpers.io import benchmark_provenance
+
+    prov = benchmark_provenance(ROOT / "benchmarks" / "delta_elements.py", ["--profile", "ci"], None, profile="ci")
+    assert prov["script"] == "benchmarks/delta_elements.py"
+    assert prov["argv"] == ["python", "benchmarks/delta_elements.py", "--profile", "ci"]
+    assert prov["parameters"] == {"profile": "ci"}  # argv is not a setting: resuming compares parameters only
+
+
+@pytest.fixture(scope="module")
+def results_page(tmp_path_factory) -> str:
+    """The Results page alone, built by Sphinx with the extension over this checkout's benchmarks/results."""
+    from sphinx.application import Sphinx
+
+    src = tmp_path_factory.mktemp("results_src")
+    (src / "book").mkdir()
+    (src / "book" / "results.md").write_text((ROOT / "book" / "results.md").read_text())
+    (src / "conf.py").write_text(f"extensions = ['myst_parser', 'umlip_helpers.book.sphinx_ext']\n"
+                                 f"root_doc = 'book/results'\numlip_results_root = {str(ROOT)!r}\n")
+    out = src / "_build"
+    app = Sphinx(str(src), str(src), str(out), str(out / ".doctrees"), "html", status=None, warning=None,
+                 freshenv=True)
+    app.build()
+    return (out / "book" / "results.html").read_text()
+
+
+def test_results_page_has_one_section_per_script(results_page):
+    scripts = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_"))
+    sections = re.findall(r'<section id="study-([\w-]+)">', results_page)
+    assert sorted(sections) == sorted(s.replace("_", "-") for s in scripts)
+    batching = results_page.split('id="study-finetune-batching"')[1].split("<section")[0]
+    assert "not yet run" not in batching and "H100" in batching
+
+
+def test_results_page_lists_every_result_file_once(results_page):
+    files = sorted(p.relative_to(ROOT / "benchmarks" / "results").as_posix()
+                   for p in (ROOT / "benchmarks" / "results").rglob("*.json"))
+    links = re.findall(r'href="[^"]*benchmarks/results/([^"]+\.json)"', results_page)
+    assert sorted(links) == files, "each result file is linked once: as a headline or as a variant line"
+
+
+def test_results_page_is_compact(results_page):
+    # the flat page of one table per file had 126 tables and 2,680 rows; by study it has about 26 and 240
+    assert results_page.count("<table") < 40 and results_page.count("<tr") < 600
 
 
 def test_static_outputs_drop_widget_views():

@@ -166,6 +166,19 @@ def provenance(calc: Any = None, **parameters: Any) -> dict[str, Any]:
     }
 
 
+def benchmark_provenance(script_file: str | os.PathLike, argv: list[str] | None, calc: Any = None,
+                         **parameters: Any) -> dict[str, Any]:
+    """:func:`provenance` of a ``benchmarks/`` script's result, plus ``script`` ("benchmarks/NAME.py", by which the
+    book's Results page files the result under its study) and ``argv``, the command line that made it
+    (``["python", "benchmarks/NAME.py", *argv]``; ``argv`` None reads ``sys.argv[1:]``). Both sit beside
+    ``parameters``, not in it, so that resuming a run (:func:`rows_to_resume`) compares settings, not flags."""
+    import sys
+
+    script = f"benchmarks/{Path(script_file).name}"
+    args = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    return {**provenance(calc, **parameters), "script": script, "argv": ["python", script, *args]}
+
+
 def rows_to_resume(path: str | os.PathLike, record: dict[str, Any], key: str = "system") -> dict[str, dict]:
     """The rows (by ``key``) that an interrupted run wrote to ``path``; {} if there is no such file.
 
