@@ -617,12 +617,16 @@ def _results_directive():
 
         def _overview(self, studies: list[Study]):
             rows = []
-            for s in studies:
-                numbers = "; ".join(f"{k} {v}" for k, v in key_numbers(s.script, s.headline.data)) \
-                    if s.status == "ok" else s.status
+            for s in studies:  # the first key number of each, at most three entries of a per-model list
+                numbers = key_numbers(s.script, s.headline.data)[:1] if s.status == "ok" else []
+                text = s.status if s.status != "ok" else "see below"
+                if numbers:
+                    name, value = numbers[0]
+                    parts = value.split(", ")
+                    text = f"{name}: " + ", ".join(parts[:3]) + (", …" if len(parts) > 3 else "")
                 profile = s.headline.profile() if s.status == "ok" else ""
-                rows.append([s.script, numbers or "see below", profile])
-            return _docutils_table(["study", "headline", "profile"], rows)
+                rows.append([s.script, text, profile])
+            return _docutils_table(["study", "headline number", "profile"], rows)
 
         def _study(self, root: Path, study: Study):
             section = self._section(study.title, f"study-{study.script}")
