@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from docutils import nodes
+
 RESULTS_DOC = "book/results"
 RESULTS_DIR = "benchmarks/results"
 
@@ -573,130 +575,132 @@ def _provenance_text(item: ResultFile) -> str:
     return "; ".join(bits)
 
 
+class _BenchmarkResults:
+    """The ``{umlip-benchmark-results}`` directive: benchmarks/results/ by study, read at build time (mixed into
+    Sphinx's ``SphinxDirective`` by :func:`_results_directive`, so that this module imports without Sphinx)."""
+
+    def _root(self) -> Path:
+        return Path(self.config.umlip_results_root or self.env.srcdir)
+
+    def _link(self, root: Path, rel: str, text: str, page: bool = False):
+        """A link from this page to a file of the checkout (or, page=True, to a page of the book)."""
+        here = Path(self.env.app.outdir) / Path(self.env.docname).parent
+        if page:
+            target = os.path.relpath(Path(self.env.app.outdir) / f"{rel}.html", here)
+        else:
+            target = os.path.relpath(root / rel, here)
+        return nodes.reference("", text, refuri=Path(target).as_posix())
+
+    def _section(self, title: str, ident: str, title_node=None):
+        section = nodes.section(ids=[nodes.make_id(ident)], names=[nodes.fully_normalize_name(ident)])
+        section += title_node or nodes.title(text=title)
+        return section
+
+    def run(self):
+        root = self._root()
+        studies = benchmark_studies(root)
+        out: list = [self._overview(studies)]
+        pages = list(dict.fromkeys(s.page for s in studies))
+        for page in pages:
+            title = OTHER_PAGE if page == OTHER_PAGE else page_title(root, page)
+            heading = nodes.title()
+            if page == OTHER_PAGE:
+                heading += nodes.Text(title)
+            else:
+                heading += self._link(root, page, title, page=True)
+            section = self._section(title, f"results-{page}", heading)
+            for study in (s for s in studies if s.page == page):
+                section += self._study(root, study)
+            out.append(section)
+        return out
+
+    def _overview(self, studies: list[Study]):
+        rows = []
+        for s in studies:  # the first key number of each, at most three entries of a per-model list
+            numbers = key_numbers(s.script, s.headline.data)[:1] if s.status == "ok" else []
+            text = s.status if s.status != "ok" else "see below"
+            if numbers:
+                name, value = numbers[0]
+                parts = value.split(", ")
+                text = f"{name}: " + ", ".join(parts[:3]) + (", …" if len(parts) > 3 else "")
+            profile = s.headline.profile() if s.status == "ok" else ""
+            rows.append([s.script, text, profile])
+        return _docutils_table(["study", "headline number", "profile"], rows)
+
+    def _study(self, root: Path, study: Study):
+        section = self._section(study.title, f"study-{study.script}")
+        para = nodes.paragraph()
+        para += nodes.literal(text=f"benchmarks/{study.script}.py")
+        if study.status == "ok":
+            para += nodes.Text(" · headline ")
+            para += self._link(root, study.headline.path, Path(study.headline.path).name)
+        section += para
+        if study.status != "ok":
+            para = nodes.paragraph(classes=["umlip-not-run"])
+            para += nodes.strong(text=f"{study.status}: ")
+            para += nodes.literal(text=study.note) if study.status == "not yet run" else nodes.Text(study.note)
+            section += para
+        for key in ("note", "co_geometry_note"):
+            text = study.headline.data.get(key) if study.status == "ok" else None
+            if isinstance(text, str) and text:
+                note = nodes.paragraph(classes=["umlip-note"])
+                note += nodes.emphasis(text=f"Note: {text}")
+                section += note
+        for table in study.tables:
+            children = [nodes.paragraph(text=f"{table.caption}:"), _docutils_table(table.header, table.rows)] \
+                if not table.collapsed else [_docutils_table(table.header, table.rows)]
+            section += _collapsible(f"{table.caption}: show the table", children) if table.collapsed else children
+        for plot in study.plots:
+            here = Path(self.env.app.outdir) / Path(self.env.docname).parent
+            src = Path(os.path.relpath(root / plot, here)).as_posix()
+            section += nodes.raw("", f'<img class="umlip-plot" src="{src}" alt="{plot}" style="max-width:100%">',
+                                 format="html")
+        if study.status == "ok":
+            prov = nodes.paragraph(classes=["umlip-provenance"])
+            prov += nodes.Text(f"Provenance: {_provenance_text(study.headline)}; command ")
+            prov += nodes.literal(text=study.headline.command() or "not recorded")
+            section += prov
+        if study.variants:
+            items = nodes.bullet_list()
+            for variant in study.variants:
+                items += self._variant(root, variant)
+            caption = f"{len(study.variants)} variant{'s' if len(study.variants) > 1 else ''}"
+            if len(study.variants) > COLLAPSE_VARIANTS:
+                section += _collapsible(f"{caption}: show the list", [items])
+            else:
+                section += [nodes.paragraph(text=f"{caption}:"), items]
+        return section
+
+    def _variant(self, root: Path, item: ResultFile):
+        para = nodes.paragraph()
+        para += self._link(root, item.path, item.path.removeprefix(f"{RESULTS_DIR}/"))
+        if item.data is None:
+            para += nodes.Text(f": unreadable ({item.error})")
+        else:
+            command = item.command()
+            if command:
+                para += nodes.Text(": ")
+                para += nodes.literal(text=command)
+            numbers = key_numbers(item.script, item.data)
+            model = item.provenance.get("model")
+            model = model.get("name") if isinstance(model, dict) else model
+            bits = [f"profile {item.profile()}" if item.profile() and not command else "",
+                    f"model {model}" if model and not command else "",
+                    *(f"{k} {v}" for k, v in numbers),
+                    str(item.provenance.get("created_utc", ""))[:10]]
+            text = "; ".join(b for b in bits if b)
+            if text:
+                para += nodes.Text((", " if command else ": ") + text)
+        entry = nodes.list_item()
+        entry += para
+        return entry
+
+
+
 def _results_directive():
-    from docutils import nodes
     from sphinx.util.docutils import SphinxDirective
 
-    class BenchmarkResults(SphinxDirective):
-        """benchmarks/results/ by study, read at build time."""
-
-        def _root(self) -> Path:
-            return Path(self.config.umlip_results_root or self.env.srcdir)
-
-        def _link(self, root: Path, rel: str, text: str, page: bool = False):
-            """A link from this page to a file of the checkout (or, page=True, to a page of the book)."""
-            here = Path(self.env.app.outdir) / Path(self.env.docname).parent
-            if page:
-                target = os.path.relpath(Path(self.env.app.outdir) / f"{rel}.html", here)
-            else:
-                target = os.path.relpath(root / rel, here)
-            return nodes.reference("", text, refuri=Path(target).as_posix())
-
-        def _section(self, title: str, ident: str, title_node=None):
-            section = nodes.section(ids=[nodes.make_id(ident)], names=[nodes.fully_normalize_name(ident)])
-            section += title_node or nodes.title(text=title)
-            return section
-
-        def run(self):
-            root = self._root()
-            studies = benchmark_studies(root)
-            out: list = [self._overview(studies)]
-            pages = list(dict.fromkeys(s.page for s in studies))
-            for page in pages:
-                title = OTHER_PAGE if page == OTHER_PAGE else page_title(root, page)
-                heading = nodes.title()
-                if page == OTHER_PAGE:
-                    heading += nodes.Text(title)
-                else:
-                    heading += self._link(root, page, title, page=True)
-                section = self._section(title, f"results-{page}", heading)
-                for study in (s for s in studies if s.page == page):
-                    section += self._study(root, study)
-                out.append(section)
-            return out
-
-        def _overview(self, studies: list[Study]):
-            rows = []
-            for s in studies:  # the first key number of each, at most three entries of a per-model list
-                numbers = key_numbers(s.script, s.headline.data)[:1] if s.status == "ok" else []
-                text = s.status if s.status != "ok" else "see below"
-                if numbers:
-                    name, value = numbers[0]
-                    parts = value.split(", ")
-                    text = f"{name}: " + ", ".join(parts[:3]) + (", …" if len(parts) > 3 else "")
-                profile = s.headline.profile() if s.status == "ok" else ""
-                rows.append([s.script, text, profile])
-            return _docutils_table(["study", "headline number", "profile"], rows)
-
-        def _study(self, root: Path, study: Study):
-            section = self._section(study.title, f"study-{study.script}")
-            para = nodes.paragraph()
-            para += nodes.literal(text=f"benchmarks/{study.script}.py")
-            if study.status == "ok":
-                para += nodes.Text(" · headline ")
-                para += self._link(root, study.headline.path, Path(study.headline.path).name)
-            section += para
-            if study.status != "ok":
-                para = nodes.paragraph(classes=["umlip-not-run"])
-                para += nodes.strong(text=f"{study.status}: ")
-                para += nodes.literal(text=study.note) if study.status == "not yet run" else nodes.Text(study.note)
-                section += para
-            for key in ("note", "co_geometry_note"):
-                text = study.headline.data.get(key) if study.status == "ok" else None
-                if isinstance(text, str) and text:
-                    note = nodes.paragraph(classes=["umlip-note"])
-                    note += nodes.emphasis(text=f"Note: {text}")
-                    section += note
-            for table in study.tables:
-                children = [nodes.paragraph(text=f"{table.caption}:"), _docutils_table(table.header, table.rows)] \
-                    if not table.collapsed else [_docutils_table(table.header, table.rows)]
-                section += _collapsible(f"{table.caption}: show the table", children) if table.collapsed else children
-            for plot in study.plots:
-                here = Path(self.env.app.outdir) / Path(self.env.docname).parent
-                src = Path(os.path.relpath(root / plot, here)).as_posix()
-                section += nodes.raw("", f'<img class="umlip-plot" src="{src}" alt="{plot}" style="max-width:100%">',
-                                     format="html")
-            if study.status == "ok":
-                prov = nodes.paragraph(classes=["umlip-provenance"])
-                prov += nodes.Text(f"Provenance: {_provenance_text(study.headline)}; command ")
-                prov += nodes.literal(text=study.headline.command() or "not recorded")
-                section += prov
-            if study.variants:
-                items = nodes.bullet_list()
-                for variant in study.variants:
-                    items += self._variant(root, variant)
-                caption = f"{len(study.variants)} variant{'s' if len(study.variants) > 1 else ''}"
-                if len(study.variants) > COLLAPSE_VARIANTS:
-                    section += _collapsible(f"{caption}: show the list", [items])
-                else:
-                    section += [nodes.paragraph(text=f"{caption}:"), items]
-            return section
-
-        def _variant(self, root: Path, item: ResultFile):
-            para = nodes.paragraph()
-            para += self._link(root, item.path, item.path.removeprefix(f"{RESULTS_DIR}/"))
-            if item.data is None:
-                para += nodes.Text(f": unreadable ({item.error})")
-            else:
-                command = item.command()
-                if command:
-                    para += nodes.Text(": ")
-                    para += nodes.literal(text=command)
-                numbers = key_numbers(item.script, item.data)
-                model = item.provenance.get("model")
-                model = model.get("name") if isinstance(model, dict) else model
-                bits = [f"profile {item.profile()}" if item.profile() and not command else "",
-                        f"model {model}" if model and not command else "",
-                        *(f"{k} {v}" for k, v in numbers),
-                        str(item.provenance.get("created_utc", ""))[:10]]
-                text = "; ".join(b for b in bits if b)
-                if text:
-                    para += nodes.Text((", " if command else ": ") + text)
-            entry = nodes.list_item()
-            entry += para
-            return entry
-
-    return BenchmarkResults
+    return type("BenchmarkResults", (_BenchmarkResults, SphinxDirective), {})
 
 
 def _model_table_directive():
