@@ -112,38 +112,29 @@ def _base_descriptor(calc: Any, out: Path | None = None) -> dict[str, Any]:
 @dataclasses.dataclass(frozen=True)
 class FinetuneSettings:
     """Everything :func:`finetune` does besides the model, the data and where it writes: the trainer's
-    hyperparameters, how the frames are taken, and where and how the forward runs."""
+    :class:`Hyperparameters`, how the frames are taken, and where and how the forward runs."""
 
-    strategy: Strategy = "lora"
-    epochs: int = 10
-    batch_size: int = 4
-    lr: float | None = None
-    weight_decay: float = 0.0
-    max_grad_norm: float = 10.0
-    patience: int = 5
-    loss_weights: LossWeights = dataclasses.field(default_factory=LossWeights)
-    lora_rank: int | None = None
-    lora_alpha: float | None = None
+    hyperparameters: Hyperparameters = dataclasses.field(default_factory=lambda: Hyperparameters(strategy="lora"))
     max_frames: int | None = None
     val_fraction: float = 0.1
-    seed: int = 0
     device: str = "auto"
     #: one forward per batch of frames (None: on a GPU) or a forward per frame
     batched: bool | None = None
 
-    def __post_init__(self):
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-
-    def hyperparameters(self) -> Hyperparameters:
-        return Hyperparameters(strategy=self.strategy, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                               weight_decay=self.weight_decay, max_grad_norm=self.max_grad_norm,
-                               patience=self.patience, seed=self.seed, lora_rank=self.lora_rank,
-                               lora_alpha=self.lora_alpha, weights=self.loss_weights)
+    @classmethod
+    def from_options(cls, strategy: Strategy = "lora", loss_weights: LossWeights | None = None,
+                     **options: Any) -> "FinetuneSettings":
+        """From :func:`finetune`'s keyword arguments: the Hyperparameters fields, ``loss_weights`` and the rest."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+        own = {f.name for f in dataclasses.fields(cls)}
+        trainer = {k: v for k, v in options.items() if k not in own}
+        hp = Hyperparameters(strategy=strategy, weights=loss_weights or LossWeights(), **trainer)
+        return cls(hyperparameters=hp, **{k: v for k, v in options.items() if k in own})
 
     @property
     def required_labels(self) -> tuple[str, ...]:
-        weights = self.loss_weights
+        weights = self.hyperparameters.weights
         return ("energy",) + (("forces",) if weights.forces_ev_per_angstrom else ()) + (
             ("stress",) if weights.stress_gpa else ())
 
@@ -178,7 +169,7 @@ def finetune(
     ``loss_weights=``, ``lora_rank=``, ...; ``strategy`` may be given either way).
     """
     if settings is None:
-        settings = FinetuneSettings(strategy=strategy, **{k: v for k, v in options.items() if v is not None})
+        settings = FinetuneSettings.from_options(strategy, **{k: v for k, v in options.items() if v is not None})
     elif options:
         raise TypeError(f"finetune: pass settings= or keyword options, not both ({', '.join(options)})")
     if train is None:
@@ -196,7 +187,7 @@ def _datasets(train: Any, val: Any, settings: FinetuneSettings) -> tuple[DFTData
     val_set = _as_dataset(val, "val", require, None) if val is not None else None
     if val_set is None and len(train_set) >= 10 and settings.val_fraction > 0:
         train_set, val_set = random_split(train_set, (1 - settings.val_fraction, settings.val_fraction),
-                                          seed=settings.seed)
+                                          seed=settings.hyperparameters.seed)
     return train_set, val_set
 
 
@@ -228,7 +219,7 @@ class _Run:
 
         self.train_source, self.train_set, self.val_set = train, train_set, val_set
         self.settings, self.out, self.resume, self.progress, self.callback = settings, out, resume, progress, callback
-        torch.manual_seed(settings.seed)
+        torch.manual_seed(settings.hyperparameters.seed)
         self.ranks = ranks(settings.device)
         calc = model if hasattr(model, "get_potential_energy") or hasattr(model, "calculate") else \
             load_calculator(model, device=local_device(settings.device))
@@ -239,7 +230,7 @@ class _Run:
         self.module = self.adapter.module(self.calc)
         self.adapter.make_trainable(self.module)
         self.device = str(getattr(self.calc, "device", "cpu"))
-        self.hp = settings.hyperparameters()
+        self.hp = settings.hyperparameters
         self.identity = {"base_model": self.base_info["sha256"] or self.base_info["name"],
                          "train_sha256": train_set.sha256(), "val_sha256": val_set.sha256() if val_set else None,
                          "hyperparameters": dataclasses.asdict(self.hp)}
@@ -265,9 +256,9 @@ class _Run:
         before = errors(eval_set, base_eval, shifts)
         unaligned = errors(eval_set, base_eval, None)["energy_mae_mev_per_atom"]
 
-        torch.manual_seed(self.settings.seed)  # LoRA's A matrices are random: same seed, same start
-        s = self.settings
-        peft_model = apply_strategy(self.module, adapter, s.strategy, s.lora_rank, s.lora_alpha)
+        hp = self.hp
+        torch.manual_seed(hp.seed)  # LoRA's A matrices are random: same seed, same start
+        peft_model = apply_strategy(self.module, adapter, hp.strategy, hp.lora_rank, hp.lora_alpha)
         self.ranks.broadcast_parameters(self.module)  # one start on every rank
         trainable, total = parameter_counts(self.module)
         started = time.perf_counter()
@@ -275,11 +266,11 @@ class _Run:
             adapter, self.module, make_samples(train_set, prepared_train, shifts, self.device),
             make_samples(val_set, prepared_val, shifts, self.device) if val_set else None, self.hp, self.out,
             resume=self.resume, progress=self.progress, callback=self.callback, run_identity=self.identity,
-            batched=s.batched, ranks=self.ranks)
+            batched=self.settings.batched, ranks=self.ranks)
         elapsed = time.perf_counter() - started
-        weights_path = self.out / WEIGHTS_FILE[s.strategy]
+        weights_path = self.out / WEIGHTS_FILE[hp.strategy]
         if self.ranks.main:
-            save_weights(self.out, self.module, peft_model, s.strategy)
+            save_weights(self.out, self.module, peft_model, hp.strategy)
         if peft_model is not None:
             peft_model.merge_and_unload()  # inference now costs exactly what the base model costs
         self.module.eval()
@@ -298,7 +289,7 @@ class _Run:
 
     def report(self, log, best_epoch, counts, shifts, tuned_shifts, before, after, unaligned, elapsed):
         trainable, total = counts
-        train_set, val_set, s = self.train_set, self.val_set, self.settings
+        train_set, val_set, s = self.train_set, self.val_set, self.hp
         train = self.train_source
         return FinetuneReport(
             out_dir=str(self.out), strategy=s.strategy, base_model=str(self.base_info["name"]),
@@ -315,7 +306,7 @@ class _Run:
         )
 
     def write_manifest(self, report: FinetuneReport, weights_path: Path, tuned_shifts, counts) -> None:
-        train_set, val_set, s = self.train_set, self.val_set, self.settings
+        train_set, val_set, s = self.train_set, self.val_set, self.hp
         lora = None
         if s.strategy == "lora":
             lora = {"r": self.hp.lora_rank or self.adapter.lora_rank, "lora_alpha": s.lora_alpha,

@@ -47,7 +47,7 @@ class LossWeights:
     stress_gpa: float = 0.01
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Hyperparameters:
     strategy: str
     epochs: int = 10
@@ -63,7 +63,7 @@ class Hyperparameters:
 
     def __post_init__(self):
         if self.lr is None:
-            self.lr = DEFAULT_LR[self.strategy]
+            object.__setattr__(self, "lr", DEFAULT_LR[self.strategy])
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs} and {self.batch_size}")
 
