@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from .errors import ModelUnavailable, UmlipError, UnsupportedElements
-from .io import atomic_write_text
+from ..errors import ModelUnavailable, UmlipError, UnsupportedElements
+from ..io import atomic_write_text
 
 if TYPE_CHECKING:
     from ase import Atoms
