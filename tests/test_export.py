@@ -5,6 +5,8 @@ in LAMMPS; the type-map errors raised before LAMMPS starts; the command line."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -16,8 +18,7 @@ from ase.build import bulk
 
 from umlip_helpers.errors import ModelUnavailable, UmlipError, UnsupportedElements
 from umlip_helpers.export import export_model
-from umlip_helpers.lammps import (EXPORT_MANIFEST, TypeMapError, find_lmp, lammps_status, read_thermo, run_lammps,
-                                  single_point)
+from umlip_helpers.lammps import (EXPORT_MANIFEST, TypeMapError, find_lmp, lammps_status, read_thermo, single_point)
 from umlip_helpers.models import ShiftedCalculator, get_family, load_calculator
 
 LAMMPS_OK, LAMMPS_WHY = lammps_status()
@@ -128,49 +129,45 @@ def test_a_scalar_energy_shift_becomes_species_wise(tiny_ni, tmp_path):
     assert_matches(single_point(atoms, result.out_dir, tmp_path), atoms, calc, min_force=1e-3)  # random weights
 
 
-NVT = """units metal
-atom_style atomic
-boundary p p p
-read_data structure.data
-include {pair}
-velocity all create 300.0 4928459 mom yes rot no dist gaussian
-fix integrate all nve
-fix thermostat all langevin 300.0 300.0 0.05 48279
-timestep 0.002
-thermo 5
-thermo_style custom step temp pe etotal
-run 150
-"""
-
-
 @needs_lammps
 @pytest.mark.slow
-def test_nvt_in_lammps_keeps_its_temperature(exported_7net0, tmp_path):
-    """32 Ni atoms, Langevin at 300 K (damping 50 fs), 150 steps of 2 fs (Ni's fastest vibration, ~9 THz, takes
-    ~55 steps). The instantaneous temperature of 3N-3 = 93 degrees of freedom fluctuates by 300 K * sqrt(2/93) = 44 K;
-    the kinetic energy decorrelates in about damp/2 = 25 fs, so the 200 fs after the first 100 fs hold about 8
-    independent samples and their mean has sigma ~ 16 K: 300 +- 60 K is 4 sigma. From the lattice at 300 K without a
-    thermostat, the mean would sit near 150 K (equipartition). SevenNet-0 costs ~0.4 s a step here (1 thread)."""
-    from umlip_helpers.lammps import check_type_map, write_data
+def test_nvt_in_lammps_keeps_its_temperature_and_resumes(exported_7net0, tmp_path):
+    """run_lammps_md: 32 Ni atoms, Langevin at 300 K (friction 0.02/fs: LAMMPS damping 50 fs), 150 steps of 2 fs
+    (Ni's fastest vibration, ~9 THz, takes ~55 steps), killed at step 100 (a run of 100 steps) and resumed to 150
+    from its restart file. The instantaneous temperature of 3N-3 = 93 degrees of freedom fluctuates by
+    300 K * sqrt(2/93) = 44 K; the kinetic energy decorrelates in about damp/2 = 25 fs, so the 200 fs after the
+    first 100 fs hold about 8 independent samples and their mean has sigma ~ 16 K: 300 +- 60 K is 4 sigma. From the
+    lattice at 300 K without a thermostat, the mean would sit near 150 K (equipartition). SevenNet-0 costs ~0.4 s a
+    step here (1 thread). The dump read back holds each of steps 0, 50, 100, 150 once."""
+    from umlip_helpers.lammps.md import run_lammps_md
+    from umlip_helpers.md import MDSettings
 
     atoms = bulk("Ni", "fcc", a=3.52, cubic=True).repeat(2)
-    spec = check_type_map(atoms, exported_7net0.out_dir)
-    write_data(atoms, tmp_path / "structure.data", spec.elements)
-    run = run_lammps(NVT.format(pair=spec.path), tmp_path)
-    rows = [row for row in run.thermo if row["Step"] >= 50]
-    temperatures = np.array([row["Temp"] for row in rows])
+    settings = MDSettings(temperature_k=300.0, timestep_fs=2.0, friction_per_fs=0.02, steps=100, log_interval=5,
+                          traj_interval=50, seed=3)
+    first = run_lammps_md(atoms, exported_7net0.out_dir, tmp_path, settings)
+    resumed = run_lammps_md(atoms, exported_7net0.out_dir, tmp_path, dataclasses.replace(settings, steps=150),
+                            resume=True)
+    assert (first.steps_completed, resumed.steps_completed, resumed.steps_this_session) == (100, 150, 50)
+    assert resumed.step[0] == 100 and first.throughput_atom_steps_per_s > 0
+    temperatures = np.concatenate([first.temperature_k[first.step >= 50], resumed.temperature_k[1:]])
     print(f"mean T over steps 50-150 (100-300 fs): {temperatures.mean():.1f} K (min {temperatures.min():.0f}, "
-          f"max {temperatures.max():.0f}, {len(rows)} rows)")
-    assert len(rows) == 21 and np.isfinite([row["PotEng"] for row in rows]).all()
+          f"max {temperatures.max():.0f}, {len(temperatures)} rows)")
+    assert len(temperatures) == 21 and np.isfinite(resumed.epot_ev).all()
     assert 240 < temperatures.mean() < 360
+    frames = resumed.frames(atoms)
+    assert len(frames) == 4 and all(len(f) == 32 for f in frames)
+    assert np.abs(frames[0].positions - atoms.positions).max() < 1e-6  # step 0 is the start structure
+    assert np.abs(frames[-1].positions - frames[-2].positions).max() > 1e-3
 
 
 def test_element_missing_from_pair_coeff_fails_before_lammps(exported_7net0, tmp_path):
     """SevenNet-0 covers Al, but this export's pair_coeff maps only Ni O Mn Y: refused, naming Al and the fix."""
     atoms = bulk("Ni", "fcc", a=3.52, cubic=True)
     atoms.symbols[0] = "Al"
-    with pytest.raises(TypeMapError, match=r"pair\.lammps: the structure holds Al, which pair_coeff does not map "
-                                           r"\(types 1\.\.4 are Ni O Mn Y\); export again with --elements Ni,O,Mn,Y,Al"):
+    expected = (r"pair\.lammps: the structure holds Al, which pair_coeff does not map \(types 1\.\.4 are Ni O Mn Y\); "
+                r"export again with --elements Ni,O,Mn,Y,Al")
+    with pytest.raises(TypeMapError, match=expected):
         single_point(atoms, exported_7net0.out_dir, tmp_path)
     assert not (tmp_path / "log.lammps").exists()  # LAMMPS never started
 

@@ -12,7 +12,7 @@ PARTS: tuple[tuple[str, tuple[str, ...], tuple[int, ...], tuple[str, ...]], ...]
      ("book/bring_your_own_model", "book/bring_your_own_data", "book/adding_a_model_family")),
     ("Benchmarks", (), (1, 2, 3), ()),
     ("Fine-tuning", (), (4, 9), ()),
-    ("Dynamics", (), (5,), ()),
+    ("Dynamics", (), (5, 10), ()),
     ("Methods from the literature", ("book/methods",), (6, 7, 8), ()),
     ("More notebooks", (), (), ()),  # any notebook whose number no part above claims
     ("Reference", ("book/gpu_and_hpc", "book/results", "book/bibliography"), (), ()),
