@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,26 @@ def test_missing_model_file_fails_before_lammps(exported_tiny, tmp_path):
 def test_a_family_without_a_route_names_what_is_missing(tmp_path):
     with pytest.raises(UmlipError, match="'emt' family has no working route.*LAMMPS"):
         export_model("emt", out=tmp_path / "emt", elements="Ni")
+
+
+#: what each family's refusal must name (the route its own tools provide, and what this LAMMPS lacks)
+ROUTE_NAMED = {"mace": "ML-IAP Python support", "nequip": "pair_nequip / pair_allegro", "chgnet": "CHGNet has none",
+               "fairchem": "fix external", "upet": "metatomic"}
+
+
+@pytest.mark.parametrize("family", sorted(ROUTE_NAMED))
+def test_each_family_without_a_lammps_route_says_what_it_needs(family, tmp_path):
+    """A tiny real model of each family (the weights of MACE, NequIP, UMA and PET cannot be downloaded here)."""
+    import importlib.util
+
+    package = {"mace": "mace", "nequip": "nequip", "chgnet": "chgnet", "fairchem": "fairchem.core", "upet": "upet"}
+    if importlib.util.find_spec(package[family].split(".")[0]) is None:
+        pytest.skip(f"{package[family]} is not installed")
+    model = get_family(family).build(tmp_path / f"tiny_{family}", ["Ni"], seed=0)
+    with pytest.raises(UmlipError, match=f"{family!r} family has no working route here; it needs .*"
+                                         f"{re.escape(ROUTE_NAMED[family])}"):
+        export_model(model, out=tmp_path / "export", elements="Ni")
+    assert not (tmp_path / "export" / "pair.lammps").exists()
 
 
 CLI_INPUT = """units metal

@@ -40,7 +40,9 @@ MISSING_ROUTES = {
     "nequip": "pair_nequip / pair_allegro compiled into LAMMPS (nequip-compile output plus a LAMMPS source build "
               "patched with pair_nequip_allegro); scripts/install_lammps.sh builds only SevenNet's e3gnn plugin",
     "upet": "pair_style metatomic, which needs LAMMPS built with the metatomic package (lammps-metatomic)",
-    "fairchem": "a LAMMPS pair style: fairchem-core has none (its LAMMPS route runs Python through fix external)",
+    "fairchem": "a LAMMPS pair style: fairchem has none; its route (the fairchem-lammps package, 0.4.0 on PyPI) "
+                "drives LAMMPS from Python and computes forces in Python through 'fix external', so there is no "
+                "model file for an lmp input to load",
     "chgnet": "a LAMMPS pair style: CHGNet has none",
     "emt": "a LAMMPS pair style for ASE's EMT (LAMMPS has none)",
 }
