@@ -1,14 +1,16 @@
 """Property workflows: each takes Atoms and a calculator and returns a frozen Result with units in its field names.
 
 One module per property (eos, elastic, phonons, vacancy, stacking_faults, surfaces, adsorption, alloys,
-phonon_finetune; relax underneath them all); ``references`` compares results with the literature in
-``data/references``."""
+grain_boundaries, migration, phonon_finetune; relax underneath them all); ``references`` compares results with
+the literature in ``data/references``."""
 
 from ._common import EV_PER_A2_TO_J_PER_M2, fcc_lattice_parameter
 from .adsorption import AdsorptionResult, adsorption_energies
 from .alloys import l12_compound, random_solid_solution, solid_solution_scan
 from .elastic import ElasticResult, elastic_constants
 from .eos import DeltaBenchmarkResult, EOSFitError, EOSResult, delta_benchmark, delta_gauge, eos
+from .grain_boundaries import GrainBoundaryResult, GrainBoundarySettings, grain_boundary_energy
+from .migration import MigrationResult, MigrationSettings, vacancy_migration
 from .phonon_finetune import PhononFinetuneResult, phonon_finetune, rattled_supercells
 from .phonons import PhononResult, phonons
 from .references import compare_to_reference, comparison_rows, literature_values
@@ -25,3 +27,5 @@ __all__ = ["DeltaBenchmarkResult", "EOSFitError", "EOSResult", "ElasticResult", 
 __all__ += ["PhononFinetuneResult", "phonon_finetune", "rattled_supercells"]
 __all__ += ["EV_PER_A2_TO_J_PER_M2", "AdsorptionResult", "StackingFaultResult", "SurfaceEnergyResult", "VacancyResult",
             "compare_to_reference", "comparison_rows", "fcc_lattice_parameter", "literature_values"]
+__all__ += ["GrainBoundaryResult", "GrainBoundarySettings", "MigrationResult", "MigrationSettings",
+            "grain_boundary_energy", "vacancy_migration"]
