@@ -80,6 +80,9 @@ def test_twin_energy_is_half_the_isf_emt(symbol, a, emt):
     assert abs(_annni_j2_term_mj(crystal, emt)) < 1e-3  # EMT: no next-nearest-layer term, so a tight check
     twin, isf, _ = _check_twin_against_isf(crystal, emt)
     assert np.sign(twin.energy_mJ_per_m2) == np.sign(isf)  # EMT puts hcp Ni and Cu below fcc: both negative
+    missing, = gb.comparison_rows([twin], table={})  # a quantity with no stored row is "no reference", not an error
+    assert missing["property"] == "sigma3_twin_energy" and missing["reference"] is None
+    assert "no reference" in missing["source"]
 
 
 @pytest.mark.slow

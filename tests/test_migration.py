@@ -64,6 +64,8 @@ def test_unconverged_band_is_reported(emt):
         result = migration.compute(crystal, emt, settings)
     assert not result.neb_converged
     assert result.activation_energy_ev is None and result.vacancy_formation_ev is None
+    rows = migration.comparison_rows(result, table={})  # no Q without E_f; no stored value is "no reference"
+    assert [r["property"] for r in rows] == ["vacancy_migration_energy"] and rows[0]["percent_error"] is None
 
 
 def test_path_checks_fail_on_bad_paths():

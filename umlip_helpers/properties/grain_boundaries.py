@@ -39,6 +39,9 @@ BOUNDARIES: dict[str, tuple[int, tuple[int, int, int], float, tuple[int, int, in
     "sigma5_310": (5, (0, 0, 1), math.degrees(2 * math.atan(1 / 3)), (3, 1, 0)),
     "sigma5_210": (5, (0, 0, 1), math.degrees(2 * math.atan(1 / 2)), (2, 1, 0)),
 }
+#: boundary -> its quantity in data/references (mJ/m^2)
+REFERENCE_QUANTITIES = {"sigma3_111": "sigma3_twin_energy", "sigma5_310": "sigma5_310_gb_energy",
+                        "sigma5_210": "sigma5_210_gb_energy"}
 #: strain components a bicrystal may relax (Voigt xx yy zz yz xz xy): only its length normal to the boundaries
 NORMAL_STRAIN_MASK = (False, False, True, False, False, False)
 
@@ -286,5 +289,15 @@ def separation_convergence(atoms: Atoms, calc: "Calculator", settings: GrainBoun
     )
 
 
+def comparison_rows(results: Sequence[GrainBoundaryResult], table: dict | None = None) -> list[dict]:
+    """One row per boundary result, as :func:`references.comparison_rows` gives them: the preferred reference in
+    data/references and the percent error (None, "no reference", where none has been read)."""
+    from .references import compare_to_reference
+
+    return [{"property": REFERENCE_QUANTITIES[r.boundary],
+             **compare_to_reference(REFERENCE_QUANTITIES[r.boundary], r.energy_mJ_per_m2, table), "unit": "mJ/m^2"}
+            for r in results]
+
+
 __all__ = ["BOUNDARIES", "Boundary", "GrainBoundaryConvergence", "GrainBoundaryResult", "GrainBoundarySettings",
-           "bicrystal", "compute", "grain_boundary_energy", "separation_convergence"]
+           "bicrystal", "comparison_rows", "compute", "grain_boundary_energy", "separation_convergence"]

@@ -234,5 +234,16 @@ def midpoint_saddle_barrier(atoms: Atoms, calc: "Calculator", supercell: int = 3
     return float(top.energy_ev - start.energy_ev)
 
 
-__all__ = ["MigrationResult", "MigrationSettings", "compute", "hop_endpoints", "midpoint_saddle_barrier",
-           "vacancy_migration"]
+def comparison_rows(result: MigrationResult, table: dict | None = None) -> list[dict]:
+    """vacancy_migration_energy and (with E_f) self_diffusion_activation_energy against data/references, as
+    :func:`references.comparison_rows` gives rows (E_f itself is the vacancy workflow's row)."""
+    from .references import compare_to_reference
+
+    values = {"vacancy_migration_energy": result.barrier_ev,
+              "self_diffusion_activation_energy": result.activation_energy_ev}
+    return [{"property": quantity, **compare_to_reference(quantity, value, table), "unit": "eV"}
+            for quantity, value in values.items() if value is not None]
+
+
+__all__ = ["MigrationResult", "MigrationSettings", "comparison_rows", "compute", "hop_endpoints",
+           "midpoint_saddle_barrier", "vacancy_migration"]
