@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "umlip_helpers"
 LAYERS: dict[str, int] = {
     "errors": 0, "io": 0, "results": 0, "choices": 0,
     "models": 1, "analysis": 1, "viewers": 1,
-    "data": 2, "parents": 2,
+    "data": 2, "parents": 2, "labelling": 2,
     "metrics": 3, "md": 3, "finetune": 3, "properties": 3,
     "active": 4, "distill": 4, "export": 4, "lammps": 4, "profiles": 4,
     "sweep": 5, "book": 5, "cli": 5, "__init__": 5, "__main__": 5,
