@@ -137,7 +137,7 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.8))
     styles = {("ase", "sevennet-0"): ("tab:blue", "-"), ("lammps", "sevennet-0"): ("tab:orange", "-"),
               ("ase", STUDENT): ("tab:blue", "--"), ("lammps", STUDENT): ("tab:orange", "--")}
     for (engine, model), (colour, line) in styles.items():
@@ -153,9 +153,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax_m.loglog(n, [p[1]["peak_rss_mb"] / 1024 for p in pts], marker=marker, color=colour, ls=line)
     ax_t.set(xlabel="atoms", ylabel="seconds per MD step (1 CPU thread)")
     ax_m.set(xlabel="atoms", ylabel="peak resident memory (GB)")
-    ax_t.legend(fontsize="x-small")
+    fig.legend(*ax_t.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize="small")
     fig.suptitle("MD cost against system size on CPU: LAMMPS and ASE with the same model")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
