@@ -118,7 +118,8 @@ def stacking_fault_frames(n_layers: int, n_points: int) -> dict:
 
 
 def twin_frame(n_layers: int = 12) -> dict:
-    """Σ3 coherent twin column ABCABC|BACBAC (two twin planes 6 layers apart in the periodic cell), rigid."""
+    """Σ3 coherent twin column ABCABC|BACBAC (two twin planes 6 layers apart in the periodic cell), rigid, and the
+    perfect column of the same cell as its reference."""
     from umlip_helpers.properties.stacking_faults import _stacking_vector
 
     if n_layers % 6:
@@ -138,7 +139,10 @@ def twin_frame(n_layers: int = 12) -> dict:
     stacking = "".join("ABC"[s] for s in sites)
     return {f"twin{n_layers}_sigma3": (twin, {"kind": "twin", "n_layers": n_layers, "stacking": stacking, "how": (
         f"fcc111(size=(1,1,{n_layers}), a=A0_PBE, periodic=True) restacked {stacking}; reference: "
-        f"gsf{n_layers}_u0.000")})}
+        f"column{n_layers}_perfect")}),
+            f"column{n_layers}_perfect": (column, {"kind": "twin", "n_layers": n_layers, "how": (
+                f"fcc111(size=(1,1,{n_layers}), a=A0_PBE, periodic=True): the twin's reference, same cell and "
+                "k-mesh")})}
 
 
 def phonon_frames() -> dict:
@@ -197,7 +201,7 @@ def einstein_sigma_angstrom(temperature_k: float) -> float:
 
 #: (cell name, how many per temperature): the 4-atom conventional FCC cell, and 2-atom ideal HCP (c/a = sqrt(8/3),
 #: a = A0_PBE / sqrt2: FCC's nearest-neighbour distance) so that training sees another stacking of the same planes
-RATTLED_CELLS = {"conv4": 4, "hcp2": 1}
+RATTLED_CELLS = {"conv4": 3, "hcp2": 1}
 RATTLE_TEMPERATURES_K = (300, 900, 1500)
 #: rms of each component of the random symmetric cell strain of a rattled frame
 RATTLE_STRAIN_RMS = 0.01
@@ -240,7 +244,7 @@ def hcp_frame() -> dict:
 
 def plan() -> dict:
     """Every frame: name -> (magnetic Atoms, info), cheapest kinds first so a partial run ships whole kinds."""
-    frames = {**eos_frames(), **elastic_frames(), **hcp_frame(), **stacking_fault_frames(9, 9),
+    frames = {**eos_frames(), **elastic_frames(), **hcp_frame(), **stacking_fault_frames(9, 7),
               **slab_frame(), **rattled_frames(), **twin_frame(12), **phonon_frames(), **vacancy_frame()}
     return {name: (_magnetic(atoms), info) for name, (atoms, info) in frames.items()}
 
