@@ -31,7 +31,8 @@ def _check_hop(crystal, calc, supercell):
                                                                           progress=False))
     assert result.neb_converged and result.symmetric and result.single_maximum
     assert result.n_sites == 4 * supercell ** 3
-    assert result.hop_distance_angstrom == pytest.approx(result.a0_angstrom / math.sqrt(2), rel=0.02)
+    # the neighbours of a vacancy relax into it (SevenNet-0: 2 %), so the relaxed hop is a little shorter than a0/√2
+    assert 0.95 < result.hop_distance_angstrom / (result.a0_angstrom / math.sqrt(2)) <= 1.0
     assert result.barrier_reverse_ev == pytest.approx(result.barrier_ev, abs=0.01)  # both ends are one state
     saddle = migration.midpoint_saddle_barrier(crystal, calc, supercell=supercell)
     assert result.barrier_ev == pytest.approx(saddle, abs=BARRIER_TOLERANCE_EV)
