@@ -1,12 +1,30 @@
-"""The literature tables in data/references: every value names its DOI, every missing row says what was searched."""
+"""The reference tables in data/references: every literature value names its DOI, every missing row says what was
+searched, and every value computed here ("this work") names a committed data directory and the script whose
+derivation this test reruns, so the stored numbers are the ones the shipped frames give."""
 
 from __future__ import annotations
 
+import csv
+import importlib.util
+import json
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT
+from umlip_helpers.properties import references
 from umlip_helpers.properties.references import literature_values
+
+THIS_WORK = re.compile(r"^this work: (?P<data>data/\S+) \((?P<script>scripts/\S+\.py)\)$")
+
+
+def _rows(files=references.LITERATURE_FILES) -> list[dict]:
+    return [r for rows in literature_values(files).values() for r in rows]
 
 
 def test_defect_and_alloy_rows_cite_or_say_what_was_searched():
-    rows = [r for rows in literature_values(("ni_defects_alloys_literature.csv",)).values() for r in rows]
+    rows = _rows(("ni_defects_alloys_literature.csv",))
     assert rows
     for row in rows:
         if row["value"] is None:
@@ -14,6 +32,81 @@ def test_defect_and_alloy_rows_cite_or_say_what_was_searched():
         else:
             assert "doi:" in row["source"].lower(), row["quantity"]
         assert row["unit"], row["quantity"]
+
+
+def test_this_work_rows_name_a_committed_data_directory_and_script():
+    rows = [r for r in _rows() if r["source"].startswith("this work")]
+    assert rows, "ni_gpaw_pbe.csv holds the values computed here"
+    for row in rows:
+        match = THIS_WORK.match(row["source"])
+        assert match, f"{row['quantity']}: a 'this work' source must read 'this work: data/DIR (scripts/NAME.py)'"
+        assert (ROOT / match["data"]).is_dir() and (ROOT / match["script"]).is_file(), row["source"]
+        assert row["value"] is not None and row["unit"], row["quantity"]
+        assert "this work" in row["method"] and "DFT-PBE" in row["method"], row["quantity"]
+
+
+def test_rigid_and_unrelaxed_values_have_their_own_names():
+    """A rigid (unrelaxed) DFT value must never stand under a relaxed quantity's name, where a model's relaxed value
+    would be compared with it."""
+    relaxed_names = {q for q, *_ in references.COMPARISONS}
+    for row in _rows(("ni_gpaw_pbe.csv",)):
+        method = row["method"].lower()
+        if "rigid" in method or "unrelaxed" in method.replace("unrelaxed c/a", ""):
+            assert "rigid" in row["quantity"] or "unrelaxed" in row["quantity"], row["quantity"]
+            assert row["quantity"] not in relaxed_names, row["quantity"]
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("ni_dft_references", ROOT / "scripts" / "ni_dft_references.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse(text: str) -> tuple[list[str], list[dict]]:
+    lines = text.splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    return comments, list(csv.DictReader(line for line in lines if not line.startswith("#")))
+
+
+def test_gpaw_pbe_table_equals_a_rederivation_from_the_shipped_frames():
+    script = _script()
+    provenance = json.loads((script.DATA_DIR / "provenance.json").read_text())
+    rows, missing = script.derive(script.load_frames(), provenance)
+    expected_comments, expected = _parse(script.render(rows, missing))
+    comments, stored = _parse(script.OUT_CSV.read_text())
+    hint = "data/references/ni_gpaw_pbe.csv is stale: rerun scripts/ni_dft_references.py"
+    assert [r["quantity"] for r in stored] == [r["quantity"] for r in expected], hint
+    for have, want in zip(stored, expected):
+        assert (have["unit"], have["method"], have["source"]) == (want["unit"], want["method"], want["source"]), hint
+        last_digit = 10.0 ** -script.DECIMALS[want["unit"]]
+        assert float(have["value"]) == pytest.approx(float(want["value"]), abs=1.01 * last_digit), \
+            f"{hint} ({have['quantity']})"
+    assert comments == expected_comments, hint
+    # the headline values the data's provenance states (PROVENANCE.md: free-energy fit 3.5310 Å, 202.5 GPa)
+    values = {r["quantity"]: float(r["value"]) for r in stored}
+    assert values["a0"] == pytest.approx(provenance["a0_pbe_angstrom"], abs=5e-4)
+    assert 150 < values["B0"] < 250 and values["C11"] > values["C12"] > 0 and values["C44"] > 0
+
+
+def test_rigid_rows_compare_a_models_rigid_values_and_relaxed_rows_its_relaxed_ones(emt):
+    from ase.build import bulk
+
+    from umlip_helpers.properties import generalized_stacking_fault
+
+    table = literature_values()
+    result = generalized_stacking_fault(bulk("Ni", "fcc", a=3.52, cubic=True), emt, n_layers=9, n_points=3,
+                                        fmax=0.05, progress=False)
+    rows = {r["property"]: r for r in references.comparison_rows({"stacking_fault": result}, table)}
+    assert rows["isf_energy"]["value"] == pytest.approx(result.isf_mj_m2)  # relaxed against the relaxed references
+    assert "rigid" not in (rows["isf_energy"]["method"] or "")
+    stored = [r for r in table.get("gsf_rigid_u0.500", []) if r["value"] is not None]
+    if stored:
+        assert rows["gsf_rigid_u0.500"]["value"] == pytest.approx(result.gamma_unrelaxed_mj_m2[1])
+        assert rows["gsf_rigid_u0.500"]["reference"] == stored[0]["value"]
+    else:
+        assert "gsf_rigid_u0.500" not in rows  # no rigid DFT value stored: no row
 
 
 def test_compared_quantities_all_have_a_row():

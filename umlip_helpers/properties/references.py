@@ -1,6 +1,12 @@
 """Comparison with the literature: the tables in ``data/references`` (quantity, value, unit, method, source, one
-DOI each), the preferred reference of a quantity and the percent error of a computed value, and one row per
-property of the eos, elastic, phonon, vacancy, stacking-fault and surface results."""
+DOI each, or for values computed here the committed data directory and the script that derives them), the preferred
+reference of a quantity and the percent error of a computed value, and one row per property of the eos, elastic,
+phonon, vacancy, stacking-fault, surface and Σ3-twin results.
+
+``ni_gpaw_pbe.csv`` (GPAW PBE values of this book, from data/ni/gpaw_pbe) is read last, so a literature row stays
+the preferred reference where one exists. Its rigid or unrelaxed values have their own quantity names
+(``gsf_rigid_u0.500``, ``surface_energy_111_unrelaxed``, ...) and are compared only with a model's rigid or
+unrelaxed value of the same structure (see RIGID_COMPARISONS), never with a relaxed one."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from ..results import Result
 
 #: literature tables (quantity, value, unit, method, source), read in this order
 REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "references"
-LITERATURE_FILES = ("ni_literature.csv", "ni_defects_alloys_literature.csv")
+LITERATURE_FILES = ("ni_literature.csv", "ni_defects_alloys_literature.csv", "ni_gpaw_pbe.csv")
 
 
 def literature_values(files: Sequence[str | Path] = LITERATURE_FILES) -> dict[str, list[dict]]:
@@ -70,9 +76,44 @@ COMPARISONS = (
 )
 
 
+def _rigid_gamma(result, fraction: float) -> float | None:
+    """A stacking-fault result's rigid (unrelaxed) γ at slip ``fraction`` of the partial, None if not sampled."""
+    fractions = np.asarray(result.displacement_angstrom) / result.partial_burgers_angstrom
+    hit = np.flatnonzero(np.isclose(fractions, fraction, atol=1e-6))
+    return float(np.asarray(result.gamma_unrelaxed_mj_m2)[hit[0]]) if hit.size else None
+
+
+def _unrelaxed_vacancy(result, n_atoms: int = 32) -> float | None:
+    """A vacancy result's unrelaxed E_vac in the supercell of ``n_atoms`` sites, None if it has no such cell."""
+    sizes = list(result.n_atoms)
+    return float(result.e_vac_unrelaxed_by_size_ev[sizes.index(n_atoms)]) if n_atoms in sizes else None
+
+
+def _rigid_twin(results: dict) -> float | None:
+    """The Σ3(111) twin's rigid energy (its translation scan at the relaxed minimum's start, bulk spacing) from a
+    ``grain_boundaries`` list or a ``gb_sigma3_111`` result, None if there is none."""
+    found = list(results.get("grain_boundaries") or []) + [results.get("gb_sigma3_111")]
+    twins = [r for r in found if r is not None and getattr(r, "boundary", None) == "sigma3_111"]
+    return float(twins[0].energy_unrelaxed_mJ_per_m2) if twins else None
+
+
+#: rigid/unrelaxed values of a model against the same rigid/unrelaxed DFT structure (ni_gpaw_pbe.csv):
+#: (quantity, unit, result key or None for the whole results dict, reader)
+RIGID_COMPARISONS = (
+    ("gsf_rigid_u0.500", "mJ/m^2", "stacking_fault", lambda r: _rigid_gamma(r, 0.5)),
+    ("gsf_rigid_u1.000", "mJ/m^2", "stacking_fault", lambda r: _rigid_gamma(r, 1.0)),
+    ("surface_energy_111_unrelaxed", "J/m^2", "surfaces", lambda r: r.gamma_unrelaxed_j_m2.get("111")),
+    ("vacancy_formation_energy_unrelaxed", "eV", "vacancy", _unrelaxed_vacancy),
+    ("sigma3_twin_energy_rigid", "mJ/m^2", None, _rigid_twin),
+)
+
+
 def comparison_rows(results: dict[str, Result], table: dict[str, list[dict]] | None = None) -> list[dict]:
-    """One row per property found in ``results`` (keys: eos, elastic, phonons, vacancy, stacking_fault, surfaces),
-    with the preferred literature reference and the percent error (None where data/references has no value)."""
+    """One row per property found in ``results`` (keys: eos, elastic, phonons, vacancy, stacking_fault, surfaces,
+    and grain_boundaries or gb_sigma3_111 for the rigid twin), with the preferred literature reference and the
+    percent error (None where data/references has no value). Relaxed values are compared with the relaxed
+    quantities (COMPARISONS); rigid/unrelaxed ones (RIGID_COMPARISONS) only where data/references holds a value
+    for that rigid quantity."""
     table = table if table is not None else literature_values()
     rows = []
     for quantity, unit, key, read in COMPARISONS:
@@ -82,4 +123,11 @@ def comparison_rows(results: dict[str, Result], table: dict[str, list[dict]] | N
         if value is None:
             continue
         rows.append({"property": quantity, **compare_to_reference(quantity, float(value), table), "unit": unit})
+    for quantity, unit, key, read in RIGID_COMPARISONS:
+        if (key is not None and key not in results) or not any(r["value"] is not None
+                                                               for r in table.get(quantity, [])):
+            continue
+        value = read(results[key] if key is not None else results)
+        if value is not None:
+            rows.append({"property": quantity, **compare_to_reference(quantity, float(value), table), "unit": unit})
     return rows
