@@ -33,8 +33,9 @@ from umlip_helpers.finetune import finetune  # noqa: E402
 from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info  # noqa: E402
 from umlip_helpers.metrics import evaluate  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
+from umlip_helpers.paths import data_path  # noqa: E402
 
-DATA = ROOT / "data" / "ymno3" / "ymno3_vasp_200.xyz"
+DATA = data_path("ymno3", "ymno3_vasp_200.xyz")
 TARGETS = {"md_speedup_min": 20.0, "force_mae_ratio_max": 1.5}
 PROFILES = {
     # 2 CPU cores: a head-fine-tuned teacher on 2 frames, 24 teacher-labelled configurations, short student training
@@ -154,7 +155,7 @@ def main(argv=None) -> dict:
                     "md_ms_per_step": {label: s.ms_per_step["teacher"] for label, s in speeds.items()}},
         "students": options,
         "labels": {"n_configurations": len(labels), "sha256": labels.sha256(), "labelling_seconds": labelling_s},
-        "data": {"file": str(DATA.relative_to(ROOT)), "test_frames": len(test), "test_sha256": test.sha256()},
+        "data": {"file": f"data/ymno3/{DATA.name}", "test_frames": len(test), "test_sha256": test.sha256()},
         "speed": {label: s.to_dict() for label, s in speeds.items()},
         "wall_time_s": time.perf_counter() - started,
         "provenance": benchmark_provenance(__file__, argv, teacher, profile=args.profile, students=args.students,

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
+from umlip_helpers.paths import data_path  # noqa: E402
 
 WORKER = """
 import sys
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="sevennet-0")
     parser.add_argument("--strategy", default="lora", choices=("lora", "head", "full"))
-    parser.add_argument("--data", default=str(ROOT / "data" / "ymno3" / "ymno3_vasp_200.xyz"))
+    parser.add_argument("--data", default=str(data_path("ymno3", "ymno3_vasp_200.xyz")))
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=4)

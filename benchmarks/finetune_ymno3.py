@@ -37,8 +37,9 @@ from umlip_helpers.finetune.trainer import (CHECKPOINT_NAME, errors, peak_memory
                                            prepare_samples)
 from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
 from umlip_helpers.models import load_calculator  # noqa: E402
+from umlip_helpers.paths import data_path  # noqa: E402
 
-DATA = ROOT / "data" / "ymno3" / "ymno3_vasp_200.xyz"
+DATA = data_path("ymno3", "ymno3_vasp_200.xyz")
 TARGETS = {"forces_mae_ev_per_angstrom": 0.030, "stress_mae_gpa": 0.5, "energy_mae_mev_per_atom": 0.5}
 PROFILES = {
     # CPU, shared cores: a few frames and epochs, enough to check the pipeline and measure the cost
@@ -170,7 +171,7 @@ def main(argv=None) -> dict:
         result = {
             "benchmark": "finetune_ymno3", "profile": args.profile, "complete": complete, "settings": profile,
             "targets": TARGETS,
-            "data": {"file": str(DATA.relative_to(ROOT)), "train_sha256": train.sha256(),
+            "data": {"file": f"data/ymno3/{DATA.name}", "train_sha256": train.sha256(),
                      "test_sha256": test.sha256()},
             "results": rows, "step_cost": costs, "peak_memory_mb": peak_memory_mb(args.device),
             "provenance": benchmark_provenance(__file__, argv, None, profile=args.profile, models=args.models,

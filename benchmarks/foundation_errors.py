@@ -15,6 +15,7 @@ from umlip_helpers.data import read_dataset
 from umlip_helpers.io import atomic_write_json, benchmark_provenance, model_info
 from umlip_helpers.metrics import evaluate
 from umlip_helpers.models import MODELS, load_calculator, model_status
+from umlip_helpers.paths import data_path
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "sevennet-0"
@@ -22,7 +23,7 @@ BASELINE = "sevennet-0"
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=ROOT / "data" / "ymno3" / "ymno3_vasp_200.xyz")
+    parser.add_argument("--data", default=data_path("ymno3", "ymno3_vasp_200.xyz"))
     parser.add_argument("--max-frames", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--models", nargs="*", default=None, help="default: every model available offline but EMT")

@@ -63,8 +63,9 @@ def build_system(kind: str, repeat: int):
     if kind == "ni":
         return bulk("Ni", "fcc", a=3.52, cubic=True).repeat(repeat)
     from umlip_helpers.analysis import read_tobermorite
+    from umlip_helpers.paths import data_path
 
-    return read_tobermorite(ROOT / "data" / "tobermorite" / "tobermorite_352.xyz").repeat(repeat)
+    return read_tobermorite(data_path("tobermorite", "tobermorite_352.xyz")).repeat(repeat)
 
 
 def steps_for(model: str, n_atoms: int, profile: dict) -> int:

@@ -10,15 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .paths import data_path
+
 if TYPE_CHECKING:
     from ase import Atoms
 
     from .parents import Parent
-
-#: the repository's shipped data (``data/README.md`` gives the provenance of each file)
-SHIPPED_DATA = Path(__file__).resolve().parents[1] / "data"
-#: 200 VASP frames of YMnO3, the "ymno3" profile's parent (through the nearest-frame lookup)
-YMNO3_FRAMES = SHIPPED_DATA / "ymno3" / "ymno3_vasp_200.xyz"
 
 #: Settings of notebook 07 and benchmarks/periodic_vs_naive.py. "ci": 4-atom Au, EMT parent, closed-form readout
 #: fits (minutes on a laptop CPU); for Au SevenNet-0 is much stiffer than EMT, a strong bias. "full": 32-atom Au,
@@ -42,7 +39,7 @@ STUDY_PROFILES: dict[str, dict[str, Any]] = {
 
 def study_setup(settings: dict[str, Any], ymno3_path: str | Path | None = None) -> tuple["Atoms", "Parent"]:
     """The starting structure and the parent a profile of :data:`STUDY_PROFILES` names; the YMnO3 frames are read
-    from ``ymno3_path`` (default: the shipped :data:`YMNO3_FRAMES`)."""
+    from ``ymno3_path`` (default: the 200 shipped VASP frames, provenance in ``data/README.md``)."""
     from ase.build import bulk
 
     from .parents import make_parent
@@ -50,7 +47,7 @@ def study_setup(settings: dict[str, Any], ymno3_path: str | Path | None = None) 
     if settings["system"] == "YMnO3":
         from .data import read_dataset
 
-        dataset = read_dataset(ymno3_path or YMNO3_FRAMES, require=("energy", "forces"))
+        dataset = read_dataset(ymno3_path or data_path("ymno3", "ymno3_vasp_200.xyz"), require=("energy", "forces"))
         atoms = dataset[0].atoms.copy()
         atoms.calc = None
         return atoms, make_parent("labelled", dataset=dataset)
