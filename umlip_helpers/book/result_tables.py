@@ -1,0 +1,301 @@
+"""The numbers of a benchmark result as tables for the book's Results page: which numbers stand for each study
+(:data:`KEY_NUMBERS`), the columns of its record tables (:data:`COLUMNS`), labels with units from JSON keys
+(:func:`label`), numbers at four significant digits, and :func:`headline_tables` (a summary, then one table per
+list or dict of records). Plain Python: nothing here needs Sphinx or docutils."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: the numbers that stand for a result: first in its headline's summary, and on each variant's line.
+#: A path is dotted keys; ``*`` takes every entry of a dict (labelled by its key) or list (by its name field).
+KEY_NUMBERS: dict[str, list[str]] = {
+    "active_learning": ["summary.parent_calls_percent_of_bfgs", "summary.fraction_within_0p02_ev"],
+    "active_learning_matched_prior": ["summary.parent_calls_percent_of_bfgs", "summary.fraction_within_0p02_ev"],
+    "active_learning_prior": ["runs.*.summary.parent_calls_percent_of_bfgs"],
+    "prior_curvature": ["summary.median_newton_contraction", "summary.spearman_contraction_vs_active_parent_calls"],
+    "delta_elements": ["models.*.mean_delta_mev_per_atom"],
+    "ni_properties": ["models.*.properties.C44.percent_error"],
+    "foundation_errors": ["models.*.force_mae_ev_per_angstrom"],
+    "finetune_ymno3": ["results.*.test_before.forces_mae_ev_per_angstrom",
+                       "results.*.test_after.forces_mae_ev_per_angstrom"],
+    "finetune_batching": ["rows.*.speedup"],
+    "md_throughput": ["overhead.*.ratio_run_md_over_bare"],
+    "periodic_vs_naive": ["force_mae_ratio_periodic_over_naive", "abs_energy_error_ratio_periodic_over_naive"],
+    "distillation": ["headline.md_speedup_student_over_teacher", "headline.force_mae_ratio_student_to_teacher"],
+    "phonon_finetune": ["models.*.mae_ratio_finetuned_over_base"],
+    "finetune_scaling": ["runs.*.speedup_over_baseline"],
+}
+
+#: the columns of a headline's record tables, where the default (every scalar field, at most MAX_COLUMNS) reads badly
+COLUMNS: dict[str, dict[str, list[str]]] = {
+    "active_learning": {"systems": ["system", "n_atoms", "baseline_parent_calls", "gpmin_parent_calls",
+                                    "active_parent_calls", "parent_calls_percent", "energy_difference_ev",
+                                    "active_converged", "wall_seconds"]},
+    "active_learning_matched_prior": {"systems": ["system", "prior_error_base", "prior_error_matched",
+                                                  "baseline_parent_calls", "gpmin_parent_calls",
+                                                  "active_parent_calls", "sevennet0_learner_parent_calls",
+                                                  "energy_difference_ev", "active_converged"]},
+    "active_learning_prior": {"runs": ["lambda", "rules", "summary.n_systems", "summary.active_parent_calls",
+                                       "summary.baseline_parent_calls", "summary.parent_calls_percent_of_bfgs",
+                                       "summary.fraction_within_0p02_ev",
+                                       "summary.median_prior_force_error_mean_ev_per_angstrom"]},
+    "prior_curvature": {"systems": ["system", "baseline_parent_calls", "active_parent_calls",
+                                    "relative_hessian_error", "newton_contraction"]},
+    "delta_elements": {"models": ["mean_delta_mev_per_atom", "median_delta_mev_per_atom", "n_elements",
+                                  "ni.a0_angstrom", "ni.b0_gpa", "ni.delta_mev_per_atom", "s_per_call",
+                                  "speed_relative_to_first_model"]},
+    "foundation_errors": {"models": ["model", "energy_mae_aligned_mev_per_atom", "force_mae_ev_per_angstrom",
+                                     "force_rmse_ev_per_angstrom", "force_cosine_mean", "stress_mae_gpa",
+                                     "seconds_per_frame", "time_ratio_to_sevennet_0"]},
+    "finetune_ymno3": {"results": ["model", "strategy", "n_train", "n_test", "test_before.forces_mae_ev_per_angstrom",
+                                   "test_after.forces_mae_ev_per_angstrom", "test_before.stress_mae_gpa",
+                                   "test_after.stress_mae_gpa", "test_after.energy_mae_mev_per_atom",
+                                   "seconds_per_epoch"],
+                       "step_cost": ["model", "n_atoms", "inference_s", "train_forward_s", "train_backward_s",
+                                     "train_step_over_inference"]},
+    "finetune_batching": {"rows": ["frames", "batch_size", "per_frame_seconds_per_step", "batched_seconds_per_step",
+                                   "speedup", "loss_max_relative_difference"]},
+    "md_throughput": {"overhead": ["system", "n_atoms", "steps", "ratio_run_md_over_bare", "ratio_paired_cpu_median",
+                                   "ratio_min_wall", "control_bare_over_bare_cpu"]},
+    "periodic_vs_naive": {"runs": ["seed", "forces_mae_ev_per_angstrom.naive", "forces_mae_ev_per_angstrom.periodic",
+                                   "force_mae_ratio_periodic_over_naive", "energy_error_mev_per_atom.naive",
+                                   "energy_error_mev_per_atom.periodic", "pca_coverage_fraction.naive",
+                                   "pca_coverage_fraction.periodic", "wall_seconds"]},
+    "distillation": {"students": ["architecture", "n_parameters", "epochs_run", "force_mae_vs_dft_ev_per_angstrom",
+                                  "force_mae_ratio_student_to_teacher", "md_ms_per_step.unit_cell",
+                                  "md_speedup_over_teacher.unit_cell", "meets_targets.speed",
+                                  "meets_targets.accuracy"]},
+    "phonon_finetune": {"models": ["base_model", "frequency_mae_thz_base", "frequency_mae_thz_finetuned",
+                                   "mae_ratio_finetuned_over_base", "mean_frequency_ratio_base",
+                                   "mean_frequency_ratio_finetuned", "forces_mae_ev_per_angstrom_base",
+                                   "forces_mae_ev_per_angstrom_finetuned", "finetune_seconds"]},
+}
+
+#: top-level keys that are not results (shown elsewhere, or only in the JSON)
+SKIP_KEYS = {"provenance", "benchmark", "command", "profile", "note", "co_geometry_note", "noise", "settings",
+             "targets", "uncertainty_points", "variants", "update_comparison", "gpaw", "data", "labels", "speed",
+             "elements", "pretraining", "complete"}
+#: fields that identify a record, in order of preference
+NAME_FIELDS = ("name", "model", "system", "architecture", "frames", "base_model", "seed", "lambda")
+MAX_COLUMNS = 9
+#: a record table longer than this is collapsed (a <details> block)
+COLLAPSE_ROWS = 8
+
+
+@dataclass
+class Table:
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+    collapsed: bool = False
+
+
+
+
+def _fmt(value: Any) -> str:
+    """Numbers to 4 significant digits (integers whole, thousands separated), the rest as text."""
+    if isinstance(value, bool) or value is None:
+        return {True: "yes", False: "no", None: "–"}[value]
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if value != value:
+            return "nan"
+        if value == 0 or 1e-3 <= abs(value) < 1e4:
+            return f"{value:.4g}"
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
+    return str(value)
+
+
+#: key suffixes and the units they name (longest first)
+UNITS = [("_mev_per_atom", "meV/atom"), ("_ev_per_angstrom2", "eV/Å²"), ("_ev_per_angstrom", "eV/Å"),
+         ("_angstrom3_per_atom", "Å³/atom"), ("_angstrom", "Å"), ("_gpa", "GPa"), ("_mj_m2", "mJ/m²"),
+         ("_thz", "THz"), ("_ev", "eV"), ("_seconds", "s"), ("_cpu_s", "s CPU"), ("_wall_s", "s wall"),
+         ("_per_s", "/s"), ("_s", "s"), ("_ms", "ms"), ("_mb", "MB"), ("_fs", "fs"), ("_k", "K")]
+WORDS = {"mae": "MAE", "rmse": "RMSE", "bfgs": "BFGS", "gpmin": "GPMin", "pca": "PCA", "md": "MD", "dft": "DFT",
+         "gp": "GP", "0p02eV": "0.02 eV", "sevennet0": "SevenNet-0", "ni": "Ni", "b0": "B0", "a0": "a0", "v0": "V0",
+         "lambda": "λ", "percent": "%"}
+
+
+def label(key: str) -> str:
+    """A column name from a JSON key with its unit: ``force_mae_ev_per_angstrom`` -> ``force MAE (eV/Å)``;
+    dotted paths keep their last two parts (``test_after.forces_mae_ev_per_angstrom`` -> after: forces MAE)."""
+    parts = key.split(".")
+    if len(parts) > 1 and parts[-1] == "percent_error":
+        return f"{parts[-2]} error (%)"
+    if len(parts) > 1:
+        head = parts[-2].replace("test_", "")
+        last = label(parts[-1])
+        return last if head in ("summary", "headline") else f"{last} [{head.replace('_', ' ')}]"
+    key = key.replace("0p02_ev", "0p02eV")
+    if "_percent_of_" in key:
+        head, _, tail = key.partition("_percent_of_")
+        return f"{label(head)} (% of {WORDS.get(tail, tail)})"
+    unit = ""
+    for suffix, name in UNITS:
+        if key.endswith(suffix) and key != suffix.lstrip("_"):
+            key, unit = key[: -len(suffix)], name
+            break
+    if "percent" in key.split("_"):
+        unit = unit or "%"
+    words = [WORDS.get(w, w) for w in key.split("_") if w]
+    text = " ".join(w for w in words if w != "%" or unit != "%") or key
+    return f"{text} ({unit})" if unit else text
+
+
+def _get(data: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(data, dict):
+            data = data.get(part)
+        else:
+            return None
+    return data
+
+
+def _entries(value: Any) -> list[tuple[str, Any]]:
+    """(name, record) pairs of a dict of records or a list of records."""
+    if isinstance(value, dict):
+        return [(str(k), v) for k, v in value.items()]
+    if isinstance(value, list):
+        return [(_record_name(v, i), v) for i, v in enumerate(value)]
+    return []
+
+
+def _record_name(record: Any, index: int) -> str:
+    if isinstance(record, dict):
+        bits = [f"{WORDS.get(f, f)} {record[f]}" if f in ("lambda", "seed") else str(record[f])
+                for f in NAME_FIELDS if f in record and not isinstance(record[f], (dict, list))]
+        extra = [f"{record[k]}" for k in ("strategy", "rules") if k in record]
+        extra += [f"batch {record['batch_size']}"] if "batch_size" in record else []
+        extra += [f"{record['threads']} thread(s)"] if "threads" in record else []
+        if bits:
+            return " ".join([bits[0], *extra])
+    return f"#{index + 1}"
+
+
+def key_numbers(script: str, data: Any) -> list[tuple[str, str]]:
+    """The (label, value) pairs of KEY_NUMBERS[script] found in ``data``."""
+    out = []
+    for path in KEY_NUMBERS.get(script, []):
+        head, star, tail = path.partition(".*.")
+        if not star:
+            value = _get(data, path)
+            if isinstance(value, (int, float)) and value is not None:
+                out.append((label(path), _fmt(value)))
+            continue
+        values = [(name, _get(record, tail)) for name, record in _entries(_get(data, head))]
+        values = [(name, v) for name, v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if values:
+            out.append((label(tail), ", ".join(f"{name} {_fmt(v)}" for name, v in values)))
+    if not out and isinstance(data, dict):  # a result of another shape: its first two summary numbers
+        block = data.get("summary") or data.get("headline") or {}
+        numbers = [(k, v) for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        out = [(label(k), _fmt(v)) for k, v in numbers[:2]] if isinstance(block, dict) else []
+    return out
+
+
+# ---------------------------------------------------------------- headline tables
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float, bool)) or (isinstance(value, str) and len(value) <= 40)
+
+
+def _hidden(key: str) -> bool:
+    return any(bit in key for bit in ("sha256", "checkpoint", "model_dir", "source", "created_utc", "dir"))
+
+
+def _summary_rows(script: str, data: dict) -> list[list[str]]:
+    """quantity | value: the key numbers, then the scalars of ``summary``/``headline`` and the top level, and small
+    dicts of scalars (such as one number per workflow)."""
+    rows = [[name, value] for name, value in key_numbers(script, data) if "," not in value]
+    seen = {r[0] for r in rows}
+
+    def add(key: str, value: Any, name: str | None = None) -> None:
+        text = name or label(key)
+        if text not in seen and not _hidden(key):
+            seen.add(text)
+            rows.append([text, _fmt(value)])
+
+    for block in ("headline", "summary"):
+        for key, value in (data.get(block) or {}).items() if isinstance(data.get(block), dict) else ():
+            if _is_scalar(value):
+                add(key, value)
+            elif isinstance(value, dict) and len(value) <= 4 and all(_is_scalar(v) for v in value.values()):
+                for sub, item in value.items():
+                    add(f"{key}_{sub}", item, f"{label(key)} [{sub.replace('_', ' ')}]")
+    for key, value in data.items():
+        if key in SKIP_KEYS or key in ("summary", "headline"):
+            continue
+        if _is_scalar(value):
+            add(key, value)
+        elif isinstance(value, dict) and 0 < len(value) <= 4 and all(_is_scalar(v) for v in value.values()):
+            for sub, item in value.items():
+                add(f"{key}_{sub}", item, f"{label(key)} [{sub.replace('_', ' ')}]")
+    return rows
+
+
+def _is_records(value: Any) -> bool:
+    items = list(value.values()) if isinstance(value, dict) else value if isinstance(value, list) else []
+    return bool(items) and all(isinstance(v, dict) for v in items)
+
+
+def _property_table(key: str, records: list[tuple[str, dict]]) -> Table:
+    """Records holding ``properties`` ({name: {"value", "reference", "percent_error", "unit"}}), one column per
+    record: property (unit) | reference | value (error %) per model."""
+    names = []
+    for _, record in records:
+        names += [n for n in record["properties"] if n not in names]
+    rows = []
+    for prop in names:
+        entries = [record["properties"].get(prop) or {} for _, record in records]
+        first = next((e for e in entries if e), {})
+        unit = (first.get("unit") or "").replace("^2", "²").replace("^3", "³")
+        cells = []
+        for entry in entries:
+            error = entry.get("percent_error")
+            cells.append(_fmt(entry.get("value")) + (f" ({error:+.0f} %)" if isinstance(error, (int, float)) else ""))
+        rows.append([f"{prop} ({unit})" if unit else prop, _fmt(first.get("reference")), *cells])
+    return Table(f"{key}: value (error against the reference)", ["property", "reference", *[n for n, _ in records]],
+                 rows, collapsed=False)
+
+
+def _record_table(script: str, key: str, value: Any) -> Table | None:
+    records = _entries(value)
+    if all(isinstance(r, dict) and isinstance(r.get("properties"), dict) for _, r in records):
+        return _property_table(key, records)
+    columns = COLUMNS.get(script, {}).get(key)
+    if columns is None:
+        columns = []
+        for _, record in records:
+            columns += [k for k, v in record.items() if k not in columns and _is_scalar(v) and not _hidden(k)]
+        columns = columns[:MAX_COLUMNS]
+    named = isinstance(value, dict) and not (columns and columns[0] in NAME_FIELDS
+                                             and all(columns[0] in r for _, r in records))
+    header = (["name"] if named else []) + [label(c) if c not in NAME_FIELDS else c for c in columns]
+    rows = []
+    for name, record in records:
+        cells = [_fmt(_get(record, c)) if _is_scalar(_get(record, c)) else "…" for c in columns]
+        rows.append(([name] if named else []) + cells)
+    if not rows or not header:
+        return None
+    return Table(f"{key.replace('_', ' ')} ({len(rows)})", header, rows, collapsed=len(rows) > COLLAPSE_ROWS)
+
+
+def headline_tables(script: str, data: Any) -> list[Table]:
+    """The headline's summary (quantity | value) and one table per list or dict of records."""
+    if not isinstance(data, dict):
+        data = {"records": data}
+    tables = []
+    summary = _summary_rows(script, data)
+    if summary:
+        tables.append(Table("summary", ["quantity", "value"], summary))
+    for key, value in data.items():
+        if key in SKIP_KEYS or key in ("summary", "headline") or not _is_records(value):
+            continue
+        table = _record_table(script, key, value)
+        if table:
+            tables.append(table)
+    return tables
