@@ -129,7 +129,7 @@ def test_every_registered_family_implements_the_interface(name):
         assert family.adapter is None  # nothing to train
         return
     assert type(family).build is not ModelFamily.build, f"{name}: no build (tiny models for tests)"
-    assert type(family).torch_module is not ModelFamily.torch_module
+    assert type(family)._torch_module is not ModelFamily._torch_module
     adapter = family.adapter
     assert isinstance(adapter, FamilyAdapter) and adapter.family == name and adapter.owner is family
     assert inspect.getmodule(type(adapter)).__name__ == f"umlip_helpers.models.{name}"

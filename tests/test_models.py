@@ -131,3 +131,39 @@ def test_sevennet0_and_chgnet_on_real_ymno3_frames(sevennet0, chgnet, ymno3_fram
         assert result.force_cosine_mean > 0.6
         assert result.provenance["model"]["sha256"] == model_info(calc).sha256
     assert_rotation_equivariant(sevennet0, two[0].atoms, atol=2e-4)  # float32 on 120 atoms
+
+
+def test_family_calls_take_a_lora_fine_tuned_calculator(tmp_path, rattled_nicu):
+    """A fine-tuned model (a ShiftedCalculator around the family's own) goes straight into the family's calls; the
+    module they hand back is the one the fine-tuned calculator evaluates."""
+    import torch
+    from ase.calculators.emt import EMT
+
+    from umlip_helpers.distill import label_with
+    from umlip_helpers.finetune import finetune
+    from umlip_helpers.models import ShiftedCalculator, family_of
+
+    tiny = load_calculator(get_family("sevennet").build(tmp_path / "tiny.pth", ["Ni", "Cu"], seed=1))
+    second = rattled_nicu.copy()
+    second.rattle(0.05, seed=5)
+    frames = label_with(EMT(), [rattled_nicu, second], progress=False)
+    finetune(tiny, frames[:1], frames[1:], strategy="lora", out=tmp_path / "ft", epochs=1, batch_size=1,
+             progress=False)
+    ft = load_calculator(tmp_path / "ft")
+    assert isinstance(ft, ShiftedCalculator)
+
+    family = family_of(ft)
+    module = family.torch_module(ft)
+    assert not any("lora_" in name for name, _ in module.named_parameters())  # merged on loading
+    assert family.supported_elements(ft) == {"Ni", "Cu"}
+    with pytest.raises(ValueError, match="one energy shift for every species"):  # the tiny model's scalar shift
+        family.energy_references(ft)
+    assert family.readout(ft).width > 0
+
+    atoms = rattled_nicu.copy()
+    atoms.calc = ft
+    before = atoms.get_potential_energy()
+    with torch.no_grad():
+        next(p for p in module.parameters() if p.is_floating_point()).mul_(1.5)
+    ft.reset()
+    assert abs(atoms.get_potential_energy() - before) > 1e-6

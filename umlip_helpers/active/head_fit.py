@@ -16,7 +16,7 @@ import dataclasses
 import numpy as np
 
 from ..errors import UmlipError
-from ..models import family_of, unshifted
+from ..models import family_of
 
 
 def has_closed_form_readout(calc) -> bool:
@@ -34,7 +34,7 @@ def readout_for(calc):
     except NotImplementedError:
         raise UmlipError(f"closed-form readout fitting is implemented for SevenNet models; got "
                          f"{type(calc).__name__}") from None
-    return family.readout(unshifted(calc))
+    return family.readout(calc)
 
 
 @dataclasses.dataclass

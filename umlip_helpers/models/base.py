@@ -23,6 +23,7 @@ import numpy as np
 
 from ..choices import ExportFormat
 from ..errors import UmlipError
+from .shifted import unshifted
 
 if TYPE_CHECKING:
     import torch
@@ -191,26 +192,47 @@ class ModelFamily(abc.ABC):
         if size not in known:
             raise ValueError(f"{self.name}: build knows the size(s) {', '.join(known)}, not {size!r}")
 
+    # Public calls taking a calculator: each accepts any calculator of the family, a fine-tuned one
+    # (:class:`~.finetuned.ShiftedCalculator`) included, and hands the family's own calculator to the hook
+    # (``_torch_module``, ...) that the family file overrides.
+
     def torch_module(self, calc: "Calculator") -> "torch.nn.Module":
         """The trainable torch module behind ``calc`` (used by the fine-tuning engine)."""
-        raise NotImplementedError(f"{self.name}: torch_module is not implemented")
+        return self._torch_module(unshifted(calc))
 
     def readout(self, calc: "Calculator") -> Any:
         """The family's last linear readout as a closed-form-fittable head (see ``active.head_fit``)."""
-        raise UmlipError(f"closed-form readout fitting is implemented for SevenNet models; got family {self.name!r}")
+        return self._readout(unshifted(calc))
+
+    def supported_elements(self, calc: "Calculator") -> set[str] | None:
+        """Chemical symbols the model covers, or None if it covers every element."""
+        return self._supported_elements(unshifted(calc))
+
+    def energy_references(self, calc: "Calculator") -> tuple["torch.Tensor", dict[str, int]]:
+        """The model's per-element energy references (eV, a torch tensor) and each element's row in it; a
+        fine-tuned model's own shifts are not included."""
+        return self._energy_references(unshifted(calc))
 
     @property
     def has_readout(self) -> bool:
-        return type(self).readout is not ModelFamily.readout
+        return type(self)._readout is not ModelFamily._readout
+
+    def _torch_module(self, calc: "Calculator") -> "torch.nn.Module":
+        raise NotImplementedError(f"{self.name}: torch_module is not implemented")
+
+    def _readout(self, calc: "Calculator") -> Any:
+        raise UmlipError(f"closed-form readout fitting is implemented for SevenNet models; got family {self.name!r}")
+
+    def _supported_elements(self, calc: "Calculator") -> set[str] | None:
+        return None
+
+    def _energy_references(self, calc: "Calculator") -> tuple["torch.Tensor", dict[str, int]]:
+        raise UmlipError(f"{self.name}: the model has no per-element energy references to set")
 
     def export(self, calc: "Calculator", fmt: ExportFormat, out: Path, elements: Sequence[str]) -> dict[str, Any]:
         """Write ``calc`` (LoRA merged, energy shifts folded in) for another code with the family's own deploy
         tool; return what the export manifest records. See :func:`umlip_helpers.export.export_model`."""
         raise UmlipError(f"{self.name}: export to {fmt} is not implemented for this family")
-
-    def supported_elements(self, calc: "Calculator") -> set[str] | None:
-        """Chemical symbols the model covers, or None if it covers every element."""
-        return None
 
     def recognises(self, path: Path) -> bool:
         """True if ``path`` looks like a checkpoint of this family (used when no family is named)."""

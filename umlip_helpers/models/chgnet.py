@@ -90,10 +90,10 @@ class CHGNetFamily(ModelFamily):
         torch.save({"model": network.as_dict()}, path)
         return path
 
-    def torch_module(self, calc):
+    def _torch_module(self, calc):
         return calc.model
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         return set(chemical_symbols[1:MAX_ATOMIC_NUMBER + 1])
 
 

@@ -19,7 +19,7 @@ class EMTFamily(ModelFamily):
 
         return EMT(**options)
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         return set(EMT_ELEMENTS)
 
 

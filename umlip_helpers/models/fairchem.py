@@ -179,14 +179,14 @@ class FairChemFamily(ModelFamily):
     def recognises(self, path: Path) -> bool:
         return path.is_file() and pickle_mentions(path, b"MLIPInferenceCheckpoint")
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         """UMA embeds atomic numbers 1 .. max_num_elements-1 (1..99 for the released models)."""
         from ase.data import chemical_symbols
 
         limit = min(self.torch_module(calc).backbone.max_num_elements, len(chemical_symbols))
         return set(chemical_symbols[1:limit])
 
-    def torch_module(self, calc) -> "torch.nn.Module":
+    def _torch_module(self, calc) -> "torch.nn.Module":
         """The ``HydraModel`` behind the calculator.
 
         Head for head-only fine-tuning: ``output_heads`` (e.g. ``MLP_EFS_Head.energy_block``, an MLP on the

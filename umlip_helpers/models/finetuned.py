@@ -2,7 +2,7 @@
 weights; ``loading.load_calculator`` loads it back as an ASE calculator.
 
 The manifest records the base model (name or checkpoint, sha256), the strategy, hyperparameters, data hashes and
-the per-element energy shifts fitted on the training set; the calculator (:class:`ShiftedCalculator`) adds those
+the per-element energy shifts fitted on the training set; the calculator (:class:`~.shifted.ShiftedCalculator`) adds those
 shifts back. The trainer (:mod:`umlip_helpers.finetune`) writes this format; the models layer reads it, so that
 loading a model never needs the training code.
 """
@@ -13,9 +13,6 @@ import json
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-from ase.calculators.calculator import Calculator, all_changes
 
 from ..choices import Strategy
 from ..errors import ModelUnavailable
@@ -32,34 +29,6 @@ WEIGHTS_FILE = {"lora": "adapter_model.safetensors", "head": "weights.safetensor
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 #: key prefix, in the LoRA weights file, of the base parameters trained alongside the adapters
 EXTRA_PREFIX = "umlip_lora_extra."
-
-
-class ShiftedCalculator(Calculator):
-    """A fine-tuned model: ``inner`` (the base model's calculator, its torch module carrying the fine-tuned weights)
-    plus per-element energy shifts (eV) added to its energies; forces and stress unchanged."""
-
-    def __init__(self, inner: Calculator, energy_shifts_ev: dict[str, float], **kwargs: Any):
-        super().__init__(**kwargs)
-        self.inner = inner
-        self.energy_shifts_ev = dict(energy_shifts_ev)
-        self.implemented_properties = list(getattr(inner, "implemented_properties", ["energy", "forces"]))
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        self.inner.calculate(self.atoms, properties, system_changes)
-        results = dict(self.inner.results)
-        per_atom = np.array([self.energy_shifts_ev.get(s, 0.0) for s in self.atoms.get_chemical_symbols()])
-        for key in ("energy", "free_energy"):
-            if key in results:
-                results[key] = float(results[key]) + float(per_atom.sum())
-        if "energies" in results:
-            results["energies"] = np.asarray(results["energies"]) + per_atom
-        self.results = results
-
-
-def unshifted(calc: Any) -> Any:
-    """The family's own calculator behind ``calc`` (the inner one of a :class:`ShiftedCalculator`)."""
-    return calc.inner if isinstance(calc, ShiftedCalculator) else calc
 
 
 def is_e3nn_linear(layer: "torch.nn.Module") -> bool:

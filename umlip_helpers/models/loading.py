@@ -13,9 +13,9 @@ from ..choices import Device
 from ..errors import ModelUnavailable, UnsupportedElements
 from ..io import ModelInfo, attach_model_info, model_info, sha256_file
 from .base import ModelFamily
-from .finetuned import (MANIFEST_NAME, WEIGHTS_FILE, ShiftedCalculator, apply_saved_weights, base_location,
-                        read_manifest, unshifted)
+from .finetuned import MANIFEST_NAME, WEIGHTS_FILE, apply_saved_weights, base_location, read_manifest
 from .registry import DEFAULT_MODEL, MODELS, ModelSpec, get_spec
+from .shifted import ShiftedCalculator, unshifted
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -215,7 +215,7 @@ def supported_elements(calc: "Calculator") -> set[str] | None:
         family = family_of(calc)
     except NotImplementedError:
         return None
-    return family.supported_elements(unshifted(calc))
+    return family.supported_elements(calc)
 
 
 def check_elements(atoms: "Atoms", calc: "Calculator", where: str = "structure") -> None:

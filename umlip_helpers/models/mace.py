@@ -126,7 +126,7 @@ class MACEFamily(ModelFamily):
             param.requires_grad_(False)
         return _save_model(Path(path), model)
 
-    def energy_references(self, calc) -> tuple["torch.Tensor", dict[str, int]]:
+    def _energy_references(self, calc) -> tuple["torch.Tensor", dict[str, int]]:
         """MACE's per-element atomic energies (eV) and each element's row in them."""
         from ase.data import chemical_symbols
 
@@ -137,12 +137,12 @@ class MACEFamily(ModelFamily):
     def recognises(self, path: Path) -> bool:
         return path.is_file() and (path.suffix == ".model" or pickle_mentions(path, b"mace.modules"))
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         from ase.data import chemical_symbols
 
         return {chemical_symbols[int(z)] for z in calc.z_table.zs}
 
-    def torch_module(self, calc) -> "torch.nn.Module":
+    def _torch_module(self, calc) -> "torch.nn.Module":
         """The (first) MACE model behind the calculator.
 
         Head for head-only fine-tuning: ``readouts`` (one readout block per interaction, giving the

@@ -157,7 +157,7 @@ class NequIPFamily(ModelFamily):
     def recognises(self, path: Path) -> bool:
         return path.is_file() and path.name.endswith((PACKAGE_SUFFIX, *COMPILED_SUFFIXES))
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         """The chemical species the calculator maps onto the model's atom types."""
         from ase.data import chemical_symbols
         from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper
@@ -165,7 +165,7 @@ class NequIPFamily(ModelFamily):
         mapper = next(t for t in calc.transforms if isinstance(t, ChemicalSpeciesToAtomTypeMapper))
         return {chemical_symbols[z] for z in (mapper.lookup_table >= 0).nonzero().flatten().tolist()}
 
-    def torch_module(self, calc) -> "torch.nn.Module":
+    def _torch_module(self, calc) -> "torch.nn.Module":
         """The ``GraphModel`` behind the calculator (eager packages only; compiled models are not trainable).
 
         Head for head-only fine-tuning: ``model.func.per_atom_energy_readout`` (NequIP) or

@@ -21,7 +21,7 @@ from ase.data import chemical_symbols
 from ..errors import UmlipError, UnsupportedElements
 from ..io import atomic_write_bytes, sha256_file
 from .base import E3nnFamilyAdapter, ModelFamily, ReadoutEvaluation, Size, pickle_mentions
-from .finetuned import ShiftedCalculator, unshifted
+from .shifted import ShiftedCalculator, unshifted
 
 if TYPE_CHECKING:
     import torch
@@ -148,23 +148,23 @@ class SevenNetFamily(ModelFamily):
         """Write the calculator's model (with its current weights) as a sevenn checkpoint."""
         return save_checkpoint(path, calc.sevennet_config, calc.model)
 
-    def energy_references(self, calc) -> tuple["torch.Tensor", dict[str, int]]:
+    def _energy_references(self, calc) -> tuple["torch.Tensor", dict[str, int]]:
         """SevenNet's species-wise energy shift (eV per atom, added after the per-atom scale) and each element's
         row in it."""
-        shift = calc.model.rescale_atomic_energy.shift
-        if shift.numel() != len(calc.type_map):
+        shift, rows = calc.model.rescale_atomic_energy.shift, type_rows(calc)
+        if shift.numel() != len(rows):
             raise ValueError("sevennet: this model has one energy shift for every species "
                              "(use_species_wise_shift_scale=False); per-element shifts cannot be folded into it")
-        return shift, {chemical_symbols[z]: index for z, index in calc.type_map.items()}
+        return shift, rows
 
-    def torch_module(self, calc):
+    def _torch_module(self, calc):
         return calc.model
 
-    def readout(self, calc) -> "SevenNetReadout":
+    def _readout(self, calc) -> "SevenNetReadout":
         return SevenNetReadout(calc)
 
-    def supported_elements(self, calc) -> set[str]:
-        return {chemical_symbols[z] for z in calc.type_map}
+    def _supported_elements(self, calc) -> set[str]:
+        return set(type_rows(calc))
 
     def export(self, calc, fmt, out, elements):
         return export_lammps(calc, Path(out), list(elements))
@@ -294,10 +294,16 @@ SHIFT_KEY = "rescale_atomic_energy.shift"
 SCALE_KEY = "rescale_atomic_energy.scale"
 
 
+def type_rows(calc: Any) -> dict[str, int]:
+    """Each element's row in the species-wise tables (energy shift, scale) of a SevenNet calculator's model: its
+    ``type_map`` by chemical symbol."""
+    return {chemical_symbols[z]: row for z, row in unshifted(calc).type_map.items()}
+
+
 def model_elements(calc: Any) -> list[str]:
     """The elements a SevenNet calculator covers, in the model's own type order (by atomic number)."""
-    inner = unshifted(calc)
-    return [chemical_symbols[z] for z in sorted(inner.type_map, key=inner.type_map.get)]
+    rows = type_rows(calc)
+    return sorted(rows, key=rows.get)
 
 
 def check_export_elements(calc: Any, elements: Sequence[str]) -> None:
@@ -342,7 +348,7 @@ def fold_energy_shifts(calc: Any) -> tuple[dict[str, Any], dict[str, Any], dict[
                          "export the fine-tuned output directory, whose loading merges them")
     if SHIFT_KEY not in state:
         raise UmlipError(f"sevennet export: the model has no {SHIFT_KEY} to fold the energy shifts into")
-    index = {chemical_symbols[z]: i for z, i in inner.type_map.items()}
+    index = type_rows(inner)
     unknown = sorted(set(shifts) - set(index))
     if unknown:
         raise UnsupportedElements(f"sevennet export: energy shifts for element(s) {', '.join(unknown)}, which the "

@@ -186,12 +186,12 @@ class UPETFamily(ModelFamily):
         return path.is_file() and (_is_metatomic_export(path) or
                                    (path.suffix == ".ckpt" and pickle_mentions(path, b"architecture_name")))
 
-    def supported_elements(self, calc) -> set[str]:
+    def _supported_elements(self, calc) -> set[str]:
         from ase.data import chemical_symbols
 
         return {chemical_symbols[int(z)] for z in calc._model.capabilities().atomic_types}
 
-    def torch_module(self, calc) -> "torch.nn.Module":
+    def _torch_module(self, calc) -> "torch.nn.Module":
         """The PET model behind the calculator: the Python model for a ``.ckpt``, else the TorchScript one.
 
         Head for head-only fine-tuning (metatrain ``PET``): ``backend.node_heads``/``backend.edge_heads`` and
