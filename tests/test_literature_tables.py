@@ -117,3 +117,42 @@ def test_compared_quantities_all_have_a_row():
                      "H_adsorption_energy_Ni111", "O_adsorption_energy_Ni111", "Ni3Al_a0", "Ni3Al_C11",
                      "Ni3Al_C12", "Ni3Al_C44", "Ni3Al_formation_enthalpy"):
         assert quantity in table, quantity
+
+
+def test_rigid_twin_row_reads_the_same_structure_as_the_dft_twin_column(emt):
+    """The model's rigid Σ3 value (the boundary scan's unrelaxed energy at the chosen translation) must be the
+    energy of the structure the GPAW twin12_sigma3 frame holds: checked with EMT, both at the frames' a0."""
+    import numpy as np
+    from ase.build import bulk
+
+    from umlip_helpers.properties import grain_boundaries as gb
+
+    spec = importlib.util.spec_from_file_location("label_ni_dft", ROOT / "scripts" / "label_ni_dft.py")
+    label = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = label
+    spec.loader.exec_module(label)
+    frames = label.twin_frame(12)
+    twin, perfect = frames["twin12_sigma3"][0], frames["column12_perfect"][0]
+    area = float(np.linalg.norm(np.cross(perfect.cell[0], perfect.cell[1])))
+    column = (emt.get_potential_energy(twin) - emt.get_potential_energy(perfect)) / (2 * area) * 16021.766208
+    result = gb.compute(bulk("Ni", "fcc", a=label.A0_PBE, cubic=True), emt, gb.GrainBoundarySettings(
+        boundary="sigma3_111", separation_angstrom=5.0, translation_grid=(2, 2), n_relaxed=1, fmax=0.05,
+        progress=False))
+    assert result.energy_unrelaxed_mJ_per_m2 == pytest.approx(column, abs=0.01)
+    for results in ({"grain_boundaries": [result]}, {"gb_sigma3_111": result}):
+        assert references._rigid_twin(results) == pytest.approx(result.energy_unrelaxed_mJ_per_m2)
+    assert references._rigid_twin({"grain_boundaries": []}) is None
+
+
+def test_unrelaxed_vacancy_row_needs_the_32_atom_cell_of_the_dft_frame(emt):
+    from ase.build import bulk
+
+    from umlip_helpers.properties import vacancy_formation_energy
+
+    cubic = bulk("Ni", "fcc", a=3.52, cubic=True)
+    two = vacancy_formation_energy(cubic, emt, sizes=(2,), fmax=0.05, progress=False)
+    assert two.n_atoms == (32,)
+    assert references._unrelaxed_vacancy(two) == pytest.approx(two.e_vac_unrelaxed_by_size_ev[0])
+    assert references._unrelaxed_vacancy(two) != pytest.approx(two.e_vac_ev)  # EMT's neighbours relax
+    three = vacancy_formation_energy(cubic, emt, sizes=(3,), relax_positions=False, progress=False)
+    assert references._unrelaxed_vacancy(three) is None  # a 108-atom cell is not the frame's structure
