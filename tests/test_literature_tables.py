@@ -10,6 +10,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT
@@ -156,3 +157,60 @@ def test_unrelaxed_vacancy_row_needs_the_32_atom_cell_of_the_dft_frame(emt):
     assert references._unrelaxed_vacancy(two) != pytest.approx(two.e_vac_ev)  # EMT's neighbours relax
     three = vacancy_formation_energy(cubic, emt, sizes=(3,), relax_positions=False, progress=False)
     assert references._unrelaxed_vacancy(three) is None  # a 108-atom cell is not the frame's structure
+
+
+def test_each_derivation_agrees_with_the_packages_own_property_code_on_emt_frames(emt):
+    """Every planned frame but the EOS (centred on experiment, not EMT's a0) labelled with EMT, then derived by the
+    script: the values must be those the property modules give for the same structures with EMT, so the DFT rows
+    mean what the model rows mean."""
+    import warnings
+
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from umlip_helpers.properties import generalized_stacking_fault, surface_energies, vacancy_formation_energy
+    from umlip_helpers.properties.elastic import elastic_constants
+    from umlip_helpers.properties.phonons import phonons
+
+    spec = importlib.util.spec_from_file_location("label_ni_dft", ROOT / "scripts" / "label_ni_dft.py")
+    label = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = label
+    spec.loader.exec_module(label)
+    frames = {}
+    for name, (atoms, info) in label.plan().items():
+        if info["kind"] in ("eos", "rattled"):
+            continue
+        atoms = atoms.copy()
+        atoms.calc = emt
+        energy = atoms.get_potential_energy()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, free_energy=energy, forces=atoms.get_forces(),
+                                           stress=atoms.get_stress())
+        atoms.info.update(kind=info["kind"], name=name)
+        frames[name] = atoms
+    script = _script()
+    provenance = json.loads((script.DATA_DIR / "provenance.json").read_text())
+    rows, missing = script.derive(frames, provenance)
+    got = {r["quantity"]: r["value"] for r in rows}
+    assert any(line.startswith("a0, B0") for line in missing)  # no EOS frames: said, not invented
+
+    a0 = label.A0_PBE
+    cubic = bulk("Ni", "fcc", a=a0, cubic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # EMT is not at zero stress at the PBE a0
+        elastic = elastic_constants(bulk("Ni", "fcc", a=a0), emt, progress=False)
+    for key, value in (("C11", elastic.c11_gpa), ("C12", elastic.c12_gpa), ("C44", elastic.c44_gpa)):
+        assert got[key] == pytest.approx(value, abs=1.0), key
+    gsf = generalized_stacking_fault(cubic, emt, n_layers=9, n_points=7, relax_normal=False, progress=False)
+    for u, gamma in zip(np.linspace(0, 1, 7)[1:], gsf.gamma_unrelaxed_mj_m2[1:]):
+        assert got[f"gsf_rigid_u{u:.3f}"] == pytest.approx(gamma, abs=0.06), u
+    surfaces = surface_energies(cubic, emt, facets=("111",), relax_positions=False, progress=False)
+    assert surfaces.n_layers["111"] == 6
+    assert got["surface_energy_111_unrelaxed"] == pytest.approx(surfaces.gamma_unrelaxed_j_m2["111"], abs=6e-4)
+    vacancy = vacancy_formation_energy(cubic, emt, sizes=(2,), relax_positions=False, progress=False)
+    assert got["vacancy_formation_energy_unrelaxed"] == pytest.approx(vacancy.e_vac_ev, abs=6e-4)
+    modes = phonons(cubic, emt, supercell=2, progress=False).qpoint_frequencies_thz
+    for point in ("X", "L"):
+        frequencies = np.sort(np.asarray(modes[point]))
+        assert got[f"phonon_{point}_TA"] == pytest.approx(frequencies[0], abs=0.02), point
+        assert got[f"phonon_{point}_LA"] == pytest.approx(frequencies[-1], abs=0.02), point
+    assert "sigma3_twin_energy_rigid" in got
