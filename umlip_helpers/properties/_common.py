@@ -9,10 +9,12 @@ referenced to its energy per atom or its lattice parameter.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from ase import Atoms, units
@@ -102,3 +104,20 @@ def structure_from_argument(text: str) -> Atoms:
         message = f"an EOS needs a crystal periodic along all three axes, got pbc={atoms.pbc.tolist()}"
         raise DataValidationError([(str(path), len(read(path, index=":")) - 1, "pbc", message)])
     return atoms
+
+
+def settings_keywords(settings_class: type) -> Callable[[Callable], Callable]:
+    """Decorator of a property's keyword form, ``f(atoms, calc, **settings)`` calling ``compute(atoms, calc,
+    Settings(**settings))``: its signature lists the fields of ``settings_class`` as keyword-only arguments with their
+    defaults, so that help() and completion show them (the dataclass stays the one place that holds them)."""
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        names = {p.name for p in kept}
+        keywords = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type)
+                    for f in dataclasses.fields(settings_class) if f.name not in names]
+        function.__signature__ = signature.replace(parameters=kept + keywords)
+        return function
+
+    return decorate

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
-from ._common import fcc_lattice_parameter, layers_by_height
+from ._common import fcc_lattice_parameter, layers_by_height, settings_keywords
 from .relax import relax
 
 if TYPE_CHECKING:
@@ -85,32 +85,43 @@ def half_molecule_energy(element: str, calc: "Calculator", *, box_angstrom: floa
     return result.energy_ev / 2, float(result.atoms.get_distance(0, 1))
 
 
-def adsorption_energies(
-    bulk: Atoms,
-    calc: "Calculator",
-    *,
-    adsorbates: Sequence[str] = ("H", "O"),
-    sites: Sequence[Site] = ("ontop", "bridge", "fcc", "hcp"),
-    size: tuple[int, int] = (2, 2),
-    n_layers: int = 4,
-    n_relaxed_layers: int = 2,
-    vacuum_angstrom: float = 10.0,
-    fmax: float = 0.02,
-    steps: int = 300,
-    progress: bool = True,
-) -> AdsorptionResult:
-    """Adsorption energies of single atoms at the top, bridge, fcc and hcp sites of the (111) surface of an
-    elemental FCC crystal (ASE's fcc111 and add_adsorbate site names), one adsorbate per ``size`` surface cell.
+@dataclasses.dataclass(frozen=True)
+class AdsorptionSettings:
+    """adsorbates: elements X (X2 is the gas reference); sites: any of ontop, bridge, fcc, hcp (ASE's fcc111 names);
+    one adsorbate per ``size`` surface cell of an ``n_layers`` slab whose top ``n_relaxed_layers`` relax to ``fmax``
+    (eV/Å) in at most ``steps``; ``vacuum_angstrom`` on each side."""
+
+    adsorbates: Sequence[str] = ("H", "O")
+    sites: Sequence[Site] = ("ontop", "bridge", "fcc", "hcp")
+    size: tuple[int, int] = (2, 2)
+    n_layers: int = 4
+    n_relaxed_layers: int = 2
+    vacuum_angstrom: float = 10.0
+    fmax: float = 0.02
+    steps: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sites if s not in ("ontop", "bridge", "fcc", "hcp")]
+        if unknown:
+            raise ValueError(f"AdsorptionSettings.sites: unknown site(s) {unknown}; fcc111 sites are ontop, bridge, "
+                             "fcc, hcp")
+        if not 0 < self.n_relaxed_layers < self.n_layers:
+            raise ValueError(f"AdsorptionSettings.n_relaxed_layers must be between 1 and n_layers - 1, got "
+                             f"{self.n_relaxed_layers}")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: AdsorptionSettings = AdsorptionSettings()) -> AdsorptionResult:
+    """Adsorption energies of single atoms at the top, bridge, fcc and hcp sites of the (111) surface of the
+    elemental FCC crystal ``atoms`` (:class:`AdsorptionSettings`).
 
     The lowest ``n_layers - n_relaxed_layers`` layers stay at bulk positions. The favourable site is the one with
     the lowest E_ads. Reference: half of the X2 molecule relaxed with the same calculator.
     """
-    unknown = [s for s in sites if s not in ("ontop", "bridge", "fcc", "hcp")]
-    if unknown:
-        raise ValueError(f"unknown site(s) {unknown}; fcc111 sites are ontop, bridge, fcc, hcp")
-    if not 0 < n_relaxed_layers < n_layers:
-        raise ValueError(f"n_relaxed_layers must be between 1 and n_layers - 1, got {n_relaxed_layers}")
-    symbol, a0 = fcc_lattice_parameter(bulk)
+    adsorbates, sites, size, n_layers = settings.adsorbates, settings.sites, settings.size, settings.n_layers
+    n_relaxed_layers, vacuum_angstrom, fmax, steps = (settings.n_relaxed_layers, settings.vacuum_angstrom,
+                                                      settings.fmax, settings.steps)
+    symbol, a0 = fcc_lattice_parameter(atoms)
     slab = fcc111(symbol, size=(*size, n_layers), a=a0, vacuum=vacuum_angstrom)
     slab.pbc = True
     check_elements(slab + Atoms(list(adsorbates)), calc, where="adsorption_energies")
@@ -122,7 +133,7 @@ def adsorption_energies(
 
     e_ads, heights, half, bonds = {}, {}, {}, {}
     jobs = [(a, s) for a in adsorbates for s in sites]
-    with tqdm(total=len(jobs) + len(adsorbates), desc="adsorption", disable=not progress) as bar:
+    with tqdm(total=len(jobs) + len(adsorbates), desc="adsorption", disable=not settings.progress) as bar:
         for adsorbate in adsorbates:
             half[adsorbate], bonds[adsorbate] = half_molecule_energy(adsorbate, calc, fmax=fmax, steps=steps)
             bar.update(1)
@@ -149,3 +160,10 @@ def adsorption_energies(
                               steps=steps, symbol=symbol, a0_angstrom=a0,
                               reference="E(X2)/2 relaxed in a periodic box with the same calculator"),
     )
+
+
+@settings_keywords(AdsorptionSettings)
+def adsorption_energies(bulk: Atoms, calc: "Calculator", **settings: Any) -> AdsorptionResult:
+    """:func:`compute` with the fields of :class:`AdsorptionSettings` as keywords: ``adsorption_energies(bulk, calc,
+    adsorbates=("O",))``."""
+    return compute(bulk, calc, AdsorptionSettings(**settings))

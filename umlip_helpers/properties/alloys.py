@@ -13,7 +13,7 @@ hypothetical FCC crystal, the usual choice for an FCC solid solution.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
+from ._common import settings_keywords
 from .relax import RelaxationNotConverged
 
 if TYPE_CHECKING:
@@ -150,31 +151,53 @@ class SolidSolutionResult(Result):
         return ax
 
 
-def solid_solution_scan(
-    calc: "Calculator",
-    host: str = "Ni",
-    solute: str = "Cu",
-    *,
-    host_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0),
-    n_configs: int = 3,
-    size: int = 2,
-    compare_bcc: bool = False,
-    seed: int = 0,
-    fmax: float = 0.01,
-    steps: int = 300,
-    progress: bool = True,
-) -> SolidSolutionResult:
-    """Lattice parameter and mixing energy of random FCC ``host``-``solute`` solutions (4 size^3 atoms), each
-    composition averaged over ``n_configs`` configurations seeded by (seed, composition index, configuration).
+def _element_of(atoms: Atoms, where: str) -> str:
+    """The one element of ``atoms``; raises naming ``where`` otherwise."""
+    symbols = sorted(set(atoms.get_chemical_symbols()))
+    if len(symbols) != 1:
+        raise ValueError(f"{where}: a crystal of one element is expected, got the elements {symbols}")
+    return symbols[0]
 
+
+@dataclasses.dataclass(frozen=True)
+class SolidSolutionSettings:
+    """solute: the element mixed into the host; host_fractions: the compositions (host fraction x in [0, 1]), each
+    averaged over ``n_configs`` random configurations in a ``size``^3 cubic supercell, seeded by (seed, composition
+    index, configuration); compare_bcc: also relax random BCC cells with the same seeds; relaxations to ``fmax``
+    (eV/Å) in at most ``steps``."""
+
+    solute: str = "Cu"
+    host_fractions: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    n_configs: int = 3
+    size: int = 2
+    compare_bcc: bool = False
+    seed: int = 0
+    fmax: float = 0.01
+    steps: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_configs < 1:
+            raise ValueError(f"SolidSolutionSettings.n_configs must be at least 1, got {self.n_configs}")
+        if min(self.host_fractions) < 0 or max(self.host_fractions) > 1:
+            raise ValueError(f"SolidSolutionSettings.host_fractions must lie in [0, 1], got "
+                             f"{list(self.host_fractions)}")
+
+
+def compute(atoms: Atoms, calc: "Calculator",
+            settings: SolidSolutionSettings = SolidSolutionSettings()) -> SolidSolutionResult:
+    """Lattice parameter and mixing energy of random FCC host-``settings.solute`` solutions (4 size^3 atoms), each
+    composition averaged over ``n_configs`` configurations (:class:`SolidSolutionSettings`).
+
+    ``atoms`` is a crystal of the host element (``bulk("Ni")``): only its element is read, because every cell here,
+    the pure FCC (and BCC) references included, is built from ASE's reference volume and relaxed with ``calc``.
     ``compare_bcc`` also relaxes random BCC cells (2 size^3 atoms) with the same seeds and reports
     E_BCC - E_FCC per atom at each composition (from the mean energies of each lattice).
     """
-    if n_configs < 1:
-        raise ValueError(f"n_configs must be at least 1, got {n_configs}")
-    fractions = np.asarray(sorted(float(x) for x in host_fractions))
-    if fractions.min() < 0 or fractions.max() > 1:
-        raise ValueError(f"host fractions must lie in [0, 1], got {list(host_fractions)}")
+    host, solute = _element_of(atoms, "solid solution host"), settings.solute
+    n_configs, size, compare_bcc, seed = settings.n_configs, settings.size, settings.compare_bcc, settings.seed
+    fmax, steps = settings.fmax, settings.steps
+    fractions = np.asarray(sorted(float(x) for x in settings.host_fractions))
     check_elements(Atoms([host, solute]), calc, where=f"{host}-{solute} solid solution")
     lattices: tuple[Lattice, ...] = ("fcc", "bcc") if compare_bcc else ("fcc",)
     refs = {(el, lat): element_reference(el, calc, lat, fmax=fmax, steps=steps)
@@ -188,7 +211,7 @@ def solid_solution_scan(
     energy = {lat: np.full(shape, np.nan) for lat in lattices}
     jobs = [(i, k, lat) for i, x in enumerate(fractions) for k in range(n_configs if 0 < x < 1 else 1)
             for lat in lattices]
-    for i, k, lat in tqdm(jobs, desc=f"{host}-{solute} configurations", disable=not progress):
+    for i, k, lat in tqdm(jobs, desc=f"{host}-{solute} configurations", disable=not settings.progress):
         x = fractions[i]
         guess = x * refs[(host, lat)].a0_angstrom + (1 - x) * refs[(solute, lat)].a0_angstrom
         cell = random_solid_solution(host, solute, x, lattice=lat, a_angstrom=guess, size=size, seed=(seed, i, k))
@@ -227,6 +250,14 @@ def solid_solution_scan(
                               cell_relaxation="hydrostatic (FrechetCellFilter), positions free",
                               mixing_reference="pure elements in the FCC structure, same calculator"),
     )
+
+
+@settings_keywords(SolidSolutionSettings)
+def solid_solution_scan(calc: "Calculator", host: str = "Ni", solute: str = SolidSolutionSettings.solute,
+                        **settings: Any) -> SolidSolutionResult:
+    """:func:`compute` for the host element ``host``, with the fields of :class:`SolidSolutionSettings` as keywords:
+    ``solid_solution_scan(calc, "Ni", "Cr", n_configs=2)``."""
+    return compute(Atoms([host]), calc, SolidSolutionSettings(solute=solute, **settings))
 
 
 def _std(values: np.ndarray) -> np.ndarray:
@@ -272,10 +303,26 @@ def l12_structure(majority: str, minority: str, a_angstrom: float) -> Atoms:
                  cell=[a_angstrom] * 3, pbc=True)
 
 
-def l12_compound(calc: "Calculator", majority: str = "Ni", minority: str = "Al", *, elastic: bool = True,
-                 fmax: float = 0.005, steps: int = 300) -> L12Result:
-    """Lattice parameter, formation energy (against FCC ``majority`` and FCC ``minority``) and, with ``elastic``,
-    C11, C12, C44 of the L1_2 compound majority_3 minority (e.g. Ni3Al)."""
+@dataclasses.dataclass(frozen=True)
+class L12Settings:
+    """minority: the B of A3B (on the cube corners); elastic: also C11, C12, C44 (ions relaxed at each strain);
+    relaxations to ``fmax`` (eV/Å) in at most ``steps``."""
+
+    minority: str = "Al"
+    elastic: bool = True
+    fmax: float = 0.005
+    steps: int = 300
+
+
+def compute_l12(atoms: Atoms, calc: "Calculator", settings: L12Settings = L12Settings()) -> L12Result:
+    """Lattice parameter, formation energy (against the FCC elements) and, with ``settings.elastic``, C11, C12, C44
+    of the L1_2 compound A3B (e.g. Ni3Al), A the element of ``atoms`` and B ``settings.minority``
+    (:class:`L12Settings`).
+
+    ``atoms`` is a crystal of the majority element (``bulk("Ni")``): only its element is read; the compound and the
+    FCC references are built from ASE's reference volumes and relaxed with ``calc``."""
+    majority, minority = _element_of(atoms, "L1_2 majority"), settings.minority
+    elastic, fmax, steps = settings.elastic, settings.fmax, settings.steps
     refs = {el: element_reference(el, calc, "fcc", fmax=fmax, steps=steps) for el in (majority, minority)}
     guess = 0.75 * refs[majority].a0_angstrom + 0.25 * refs[minority].a0_angstrom
     cell = l12_structure(majority, minority, guess)
@@ -293,6 +340,14 @@ def l12_compound(calc: "Calculator", majority: str = "Ni", minority: str = "Al",
         provenance=provenance(calc, majority=majority, minority=minority, elastic=elastic, fmax=fmax, steps=steps,
                               formation_reference="FCC elements relaxed with the same calculator"),
     )
+
+
+@settings_keywords(L12Settings)
+def l12_compound(calc: "Calculator", majority: str = "Ni", minority: str = L12Settings.minority,
+                 **settings: Any) -> L12Result:
+    """:func:`compute_l12` for the majority element ``majority``, with the fields of :class:`L12Settings` as
+    keywords: ``l12_compound(calc, "Ni", "Al", elastic=False)``."""
+    return compute_l12(Atoms([majority]), calc, L12Settings(minority=minority, **settings))
 
 
 def _cubic_elastic_constants(relaxed: Atoms, calc: "Calculator") -> dict[str, float]:

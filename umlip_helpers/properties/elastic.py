@@ -14,6 +14,7 @@ from ase import Atoms, units
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
+from ._common import settings_keywords
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -115,29 +116,35 @@ def strain_cell(atoms: Atoms, component: int, magnitude: float) -> Atoms:
     return strained
 
 
-def elastic_constants(
-    atoms: Atoms,
-    calc: "Calculator",
-    *,
-    strains: Sequence[float] = (-0.01, -0.005, 0.005, 0.01),
-    relax_ions: bool = False,
-    fmax: float = 0.005,
-    progress: bool = True,
-) -> ElasticResult:
-    """Cij from the slopes of stress against strain for each of the six Voigt strains.
+@dataclasses.dataclass(frozen=True)
+class ElasticSettings:
+    """strains: the non-zero strain magnitudes applied to each Voigt component (two or more).
+    relax_ions: relax the positions at each strain to ``fmax`` (eV/Å); needed when not every atom is at an inversion
+    centre (hcp, diamond, most compounds); without it the result is the clamped-ion stiffness."""
+
+    strains: Sequence[float] = (-0.01, -0.005, 0.005, 0.01)
+    relax_ions: bool = False
+    fmax: float = 0.005
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if len(self.strains) < 2 or any(s == 0 for s in self.strains):
+            raise ValueError(f"ElasticSettings.strains must be two or more non-zero magnitudes, got "
+                             f"{list(self.strains)}")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: ElasticSettings = ElasticSettings()) -> ElasticResult:
+    """Cij from the slopes of stress against strain for each of the six Voigt strains (:class:`ElasticSettings`).
 
     ``atoms`` should be relaxed (cell included) first: a residual stress above 0.5 GPa gives a warning.
-    relax_ions: relax the positions at each strain (needed when not every atom is at an inversion centre,
-    e.g. hcp, diamond, most compounds); without it the result is the clamped-ion stiffness.
     """
     from tqdm.auto import tqdm
 
     from .relax import relax
 
     check_elements(atoms, calc, where=f"elastic constants of {atoms.get_chemical_formula()}")
-    strains = np.asarray(sorted(strains), dtype=float)
-    if len(strains) < 2 or np.any(strains == 0):
-        raise ValueError(f"strains must be two or more non-zero magnitudes, got {strains.tolist()}")
+    strains = np.asarray(sorted(settings.strains), dtype=float)
+    relax_ions, fmax = settings.relax_ions, settings.fmax
     reference = atoms.copy()
     reference.calc = calc
     residual = reference.get_stress(voigt=True) / units.GPa
@@ -147,7 +154,7 @@ def elastic_constants(
 
     all_strains = np.sort(np.append(strains, 0.0))
     stresses = np.empty((6, len(all_strains), 6))
-    with tqdm(total=6 * len(strains), desc="elastic strains", disable=not progress, leave=False) as bar:
+    with tqdm(total=6 * len(strains), desc="elastic strains", disable=not settings.progress, leave=False) as bar:
         for j in range(6):
             for k, magnitude in enumerate(all_strains):
                 if magnitude == 0.0:
@@ -189,6 +196,13 @@ def elastic_constants(
         stresses_gpa=stresses,
         provenance=provenance(calc, strains=strains, relax_ions=relax_ions, fmax=fmax if relax_ions else None),
     )
+
+
+@settings_keywords(ElasticSettings)
+def elastic_constants(atoms: Atoms, calc: "Calculator", **settings: Any) -> ElasticResult:
+    """:func:`compute` with the fields of :class:`ElasticSettings` as keywords: ``elastic_constants(atoms, calc,
+    relax_ions=True)``."""
+    return compute(atoms, calc, ElasticSettings(**settings))
 
 
 def cli_elastic(args) -> dict[str, Any]:

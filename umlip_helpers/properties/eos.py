@@ -12,6 +12,9 @@ data (MPtrj) learned from spin-polarised PBE(+U) runs started ferromagnetic, so 
 implicitly describe the ferromagnetic state, the same one as the reference; for Cr, Mn and O the training
 data's magnetic order need not match the Delta test's antiferromagnetic order, so part of Δ there is
 a difference in magnetic state, not only model error.
+
+One module of about 420 lines: the Delta benchmark is this EOS run over the Delta test's crystals, and its
+periodic-table plot is a large part of the length.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from ..errors import UmlipError, UnsupportedElements
 from ..io import provenance
 from ..models import check_elements, supported_elements
 from ..results import Result
-from ._common import structure_from_argument
+from ._common import settings_keywords, structure_from_argument
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -137,37 +140,43 @@ def _conventional_lengths(atoms: Atoms) -> tuple[str, np.ndarray]:
     return f"{dataset.international} ({dataset.number})", np.linalg.norm(dataset.std_lattice, axis=1) * scale
 
 
-def eos(
-    atoms: Atoms,
-    calc: "Calculator",
-    *,
-    volume_range: float = 0.06,
-    npoints: int = 7,
-    center_volume_per_atom: float | None = None,
-    relax_ions: bool = False,
-    fmax: float = 0.01,
-    progress: bool = True,
-) -> EOSResult:
-    """E(V) on ``npoints`` volumes from (1 − volume_range)·Vc to (1 + volume_range)·Vc per atom, scaling the
-    cell isotropically (shape kept), then a Birch–Murnaghan fit.
+@dataclasses.dataclass(frozen=True)
+class EOSSettings:
+    """npoints volumes from (1 − volume_range)·Vc to (1 + volume_range)·Vc per atom; Vc is the input's volume per
+    atom unless ``center_volume_per_atom`` is given (the Delta test samples 0.94–1.06 of the reference V0).
+    relax_ions: relax the positions at each volume to ``fmax`` (eV/Å), for crystals whose internal coordinates are
+    not fixed by symmetry."""
 
-    Vc is the input's volume per atom unless ``center_volume_per_atom`` is given (the Delta test samples
-    0.94–1.06 of the reference V0). ``relax_ions`` relaxes the positions at each volume (for crystals whose
-    internal coordinates are not fixed by symmetry).
-    """
+    volume_range: float = 0.06
+    npoints: int = 7
+    center_volume_per_atom: float | None = None
+    relax_ions: bool = False
+    fmax: float = 0.01
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.volume_range < 1:
+            raise ValueError(f"EOSSettings.volume_range must lie between 0 and 1, got {self.volume_range}")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: EOSSettings = EOSSettings()) -> EOSResult:
+    """E(V) of the crystal ``atoms`` on the volumes of ``settings`` (:class:`EOSSettings`), scaling the cell
+    isotropically (shape kept), then a Birch–Murnaghan fit."""
     from tqdm.auto import tqdm
 
     from .relax import relax
 
+    volume_range, npoints = settings.volume_range, settings.npoints
+    relax_ions, fmax = settings.relax_ions, settings.fmax
     check_elements(atoms, calc, where=f"eos of {atoms.get_chemical_formula()}")
     if not atoms.pbc.all():
         raise ValueError("eos needs a periodic crystal (pbc=True on all three axes)")
     natoms = len(atoms)
     v_input = atoms.get_volume() / natoms
-    v_center = float(center_volume_per_atom or v_input)
+    v_center = float(settings.center_volume_per_atom or v_input)
     volumes = np.linspace(1 - volume_range, 1 + volume_range, npoints) * v_center
     energies = []
-    for v in tqdm(volumes, desc=f"EOS {atoms.get_chemical_formula()}", disable=not progress, leave=False):
+    for v in tqdm(volumes, desc=f"EOS {atoms.get_chemical_formula()}", disable=not settings.progress, leave=False):
         strained = atoms.copy()
         strained.set_cell(atoms.cell * (v / v_input) ** (1 / 3), scale_atoms=True)
         if relax_ions:
@@ -201,6 +210,12 @@ def eos(
         provenance=provenance(calc, volume_range=volume_range, npoints=npoints, center_volume_per_atom=v_center,
                               relax_ions=relax_ions, fmax=fmax if relax_ions else None, eos="birchmurnaghan"),
     )
+
+
+@settings_keywords(EOSSettings)
+def eos(atoms: Atoms, calc: "Calculator", **settings: Any) -> EOSResult:
+    """:func:`compute` with the fields of :class:`EOSSettings` as keywords: ``eos(atoms, calc, npoints=9)``."""
+    return compute(atoms, calc, EOSSettings(**settings))
 
 
 # ----------------------------------------------------------------------------------------------- Delta gauge

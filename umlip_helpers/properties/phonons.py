@@ -16,6 +16,7 @@ from ase import Atoms, units
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
+from ._common import settings_keywords
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -116,28 +117,32 @@ def _to_ase(cell) -> Atoms:
     return Atoms(symbols=cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
 
 
-def phonons(
-    atoms: Atoms,
-    calc: "Calculator",
-    *,
-    supercell: int | Sequence[int] = 3,
-    displacement: float = 0.01,
-    primitive_matrix: str | Sequence[Sequence[float]] = "auto",
-    symmetrize: bool = True,
-    mesh: int | Sequence[int] = 20,
-    band_points: int = 51,
-    t_min: float = 0.0,
-    t_max: float = 1000.0,
-    t_step: float = 10.0,
-    progress: bool = True,
-) -> PhononResult:
-    """Phonons of a relaxed crystal. ``supercell`` repeats ``atoms`` (an int for n×n×n, or three ints);
-    ``displacement`` in Å; ``primitive_matrix`` as phonopy takes it ("auto", "P" for the cell as given, "F", ...
-    or a 3×3 matrix). Forces of the undisplaced supercell are subtracted, so small residual forces of an
-    imperfectly relaxed input do not leak into the force constants."""
+@dataclasses.dataclass(frozen=True)
+class PhononSettings:
+    """``supercell`` repeats the crystal (an int for n×n×n, or three ints); ``displacement`` in Å;
+    ``primitive_matrix`` as phonopy takes it ("auto", "P" for the cell as given, "F", ... or a 3×3 matrix); ``mesh``
+    the q-point mesh of the DOS and thermal properties; ``band_points`` per path segment; temperatures in K."""
+
+    supercell: int | Sequence[int] = 3
+    displacement: float = 0.01
+    primitive_matrix: str | Sequence[Sequence[float]] = "auto"
+    symmetrize: bool = True
+    mesh: int | Sequence[int] = 20
+    band_points: int = 51
+    t_min: float = 0.0
+    t_max: float = 1000.0
+    t_step: float = 10.0
+    progress: bool = True
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: PhononSettings = PhononSettings()) -> PhononResult:
+    """Phonons of a relaxed crystal (:class:`PhononSettings`). Forces of the undisplaced supercell are subtracted, so
+    small residual forces of an imperfectly relaxed input do not leak into the force constants."""
     from phonopy import Phonopy
     from tqdm.auto import tqdm
 
+    supercell, displacement, mesh = settings.supercell, settings.displacement, settings.mesh
+    primitive_matrix, symmetrize, band_points = settings.primitive_matrix, settings.symmetrize, settings.band_points
     check_elements(atoms, calc, where=f"phonons of {atoms.get_chemical_formula()}")
     repeat = np.array([supercell] * 3 if np.isscalar(supercell) else list(supercell), dtype=int)
     mesh3 = tuple(int(m) for m in ([mesh] * 3 if np.isscalar(mesh) else mesh))
@@ -148,7 +153,7 @@ def phonons(
     perfect.calc = calc
     residual_forces = perfect.get_forces()
     forces = []
-    for cell in tqdm(phonon.supercells_with_displacements, desc="phonon displacements", disable=not progress,
+    for cell in tqdm(phonon.supercells_with_displacements, desc="phonon displacements", disable=not settings.progress,
                      leave=False):
         displaced = _to_ase(cell)
         displaced.calc = calc
@@ -172,7 +177,8 @@ def phonons(
     phonon.run_mesh(list(mesh3), is_gamma_center=True)
     mesh_frequencies = phonon.mesh.frequencies
     phonon.run_total_dos()
-    phonon.run_thermal_properties(t_min=t_min, t_max=t_max, t_step=t_step, exclude_gamma_acoustic=True)
+    phonon.run_thermal_properties(t_min=settings.t_min, t_max=settings.t_max, t_step=settings.t_step,
+                                  exclude_gamma_acoustic=True)
     thermal = phonon.thermal_properties
     atoms_per_primitive = len(phonon.primitive)
     lowest = float(min(mesh_frequencies.min(), min(f.min() for f in bands.frequencies), at_q.min()))
@@ -202,6 +208,12 @@ def phonons(
         provenance=provenance(calc, supercell=repeat, displacement=displacement, primitive_matrix=primitive_matrix,
                               symmetrize=symmetrize, mesh=mesh3, band_points=band_points),
     )
+
+
+@settings_keywords(PhononSettings)
+def phonons(atoms: Atoms, calc: "Calculator", **settings: Any) -> PhononResult:
+    """:func:`compute` with the fields of :class:`PhononSettings` as keywords: ``phonons(atoms, calc, supercell=2)``."""
+    return compute(atoms, calc, PhononSettings(**settings))
 
 
 def cli_phonons(args) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from ..errors import UmlipError, UnstableStructure
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
+from ._common import settings_keywords
 
 if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
@@ -86,41 +87,47 @@ def _max_force(atoms: Atoms) -> float:
     return float(np.sqrt((forces**2).sum(axis=1)).max()) if len(forces) else 0.0
 
 
-def relax(
-    atoms: Atoms,
-    calc: "Calculator",
-    *,
-    fmax: float = 0.01,
-    steps: int = 500,
-    relax_cell: bool = True,
-    fixed_volume: bool = False,
-    cell_mask: Sequence[bool] | None = None,
-    scalar_pressure_gpa: float = 0.0,
-    optimizer: Optimizer = "FIRE",
-    allow_unconverged: bool = False,
-    trajectory: str | None = None,
-    progress: bool = True,
-) -> RelaxResult:
-    """Relax ``atoms`` with ``calc``; the input is not modified.
-
-    relax_cell: relax the cell together with the positions (ASE's FrechetCellFilter); False relaxes positions only.
+@dataclasses.dataclass(frozen=True)
+class RelaxSettings:
+    """relax_cell: relax the cell together with the positions (ASE's FrechetCellFilter); False relaxes positions only.
     fixed_volume: with relax_cell, keep the volume and relax only the cell shape.
     cell_mask: with relax_cell, six booleans (Voigt order xx yy zz yz xz xy) saying which strain components may
         relax, e.g. ``(0, 0, 1, 0, 0, 0)`` for a slab or stacking-fault cell that may only change its height.
     fmax: convergence threshold in eV/Å on every atom; with the cell relaxed, also on the stress times the volume
-        per atom, as FrechetCellFilter defines it.
+        per atom, as FrechetCellFilter defines it. steps: optimiser steps allowed.
     allow_unconverged: False (default) raises RelaxationNotConverged when ``steps`` run out; True returns the
         result with ``converged=False`` and warns.
-    """
+    trajectory: an ASE trajectory file the optimiser writes, or None."""
+
+    fmax: float = 0.01
+    steps: int = 500
+    relax_cell: bool = True
+    fixed_volume: bool = False
+    cell_mask: Sequence[bool] | None = None
+    scalar_pressure_gpa: float = 0.0
+    optimizer: Optimizer = "FIRE"
+    allow_unconverged: bool = False
+    trajectory: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in ("FIRE", "BFGS"):
+            raise ValueError(f"RelaxSettings.optimizer must be 'FIRE' or 'BFGS', not {self.optimizer!r}")
+        if self.fixed_volume and not self.relax_cell:
+            raise ValueError("RelaxSettings: fixed_volume=True needs relax_cell=True (positions-only relaxations "
+                             "never change the cell)")
+        if self.cell_mask is not None and (not self.relax_cell or len(self.cell_mask) != 6):
+            raise ValueError("RelaxSettings: cell_mask needs relax_cell=True and six entries in Voigt order "
+                             "(xx yy zz yz xz xy)")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: RelaxSettings = RelaxSettings()) -> RelaxResult:
+    """Relax ``atoms`` with ``calc`` (:class:`RelaxSettings`); the input is not modified."""
     from ase.filters import FrechetCellFilter
     from ase.optimize import BFGS, FIRE
 
-    if optimizer not in ("FIRE", "BFGS"):
-        raise ValueError(f"optimizer must be 'FIRE' or 'BFGS', not {optimizer!r}")
-    if fixed_volume and not relax_cell:
-        raise ValueError("fixed_volume=True needs relax_cell=True (positions-only relaxations never change the cell)")
-    if cell_mask is not None and (not relax_cell or len(cell_mask) != 6):
-        raise ValueError("cell_mask needs relax_cell=True and six entries in Voigt order (xx yy zz yz xz xy)")
+    fmax, steps, relax_cell, fixed_volume = settings.fmax, settings.steps, settings.relax_cell, settings.fixed_volume
+    cell_mask, optimizer, scalar_pressure_gpa = settings.cell_mask, settings.optimizer, settings.scalar_pressure_gpa
     check_elements(atoms, calc, where="relax")
 
     work = atoms.copy()
@@ -135,12 +142,12 @@ def relax(
     if relax_cell:
         target = FrechetCellFilter(work, mask=None if cell_mask is None else [bool(m) for m in cell_mask],
                                    constant_volume=fixed_volume, scalar_pressure=scalar_pressure_gpa * units.GPa)
-    opt = (FIRE if optimizer == "FIRE" else BFGS)(target, logfile=None, trajectory=trajectory)
+    opt = (FIRE if optimizer == "FIRE" else BFGS)(target, logfile=None, trajectory=settings.trajectory)
 
     energies = [energy_initial]
     from tqdm.auto import tqdm
 
-    with tqdm(total=steps, desc=f"relax ({cell_mode}, {optimizer})", disable=not progress, leave=False) as bar:
+    with tqdm(total=steps, desc=f"relax ({cell_mode}, {optimizer})", disable=not settings.progress, leave=False) as bar:
         def observe() -> None:
             if opt.nsteps == 0:
                 return  # the observer is also called before the first step
@@ -175,10 +182,17 @@ def relax(
     if not converged:
         message = (f"relax ({cell_mode}, {optimizer}) did not converge in {steps} steps: max force "
                    f"{max_force:.4g} eV/Å, max stress {max_stress:.4g} GPa, target fmax {fmax} eV/Å")
-        if not allow_unconverged:
+        if not settings.allow_unconverged:
             raise RelaxationNotConverged(message + "; raise steps or pass allow_unconverged=True")
         warnings.warn("NOT CONVERGED: " + message, RuntimeWarning, stacklevel=2)
     return result
+
+
+@settings_keywords(RelaxSettings)
+def relax(atoms: Atoms, calc: "Calculator", **settings: Any) -> RelaxResult:
+    """:func:`compute` with the fields of :class:`RelaxSettings` as keywords: ``relax(atoms, calc, fmax=0.005,
+    relax_cell=False)``."""
+    return compute(atoms, calc, RelaxSettings(**settings))
 
 
 def _detached_copy(atoms: Atoms) -> Atoms:

@@ -8,7 +8,7 @@ column is built at its lattice parameter.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from ..io import provenance
 from ..models import check_elements
 from ..results import Result
-from ._common import EV_PER_A2_TO_J_PER_M2, fcc_lattice_parameter, layers_by_height, plane_area, single_point_energy
+from ._common import EV_PER_A2_TO_J_PER_M2, fcc_lattice_parameter, layers_by_height, plane_area, settings_keywords
+from ._common import single_point_energy
 from .relax import relax
 
 if TYPE_CHECKING:
@@ -85,34 +86,45 @@ def _stacking_vector(column: Atoms) -> np.ndarray:
     return np.array([best[0], best[1], 0.0])
 
 
-def generalized_stacking_fault(
-    bulk: Atoms,
-    calc: "Calculator",
-    *,
-    n_layers: int = 12,
-    n_points: int = 9,
-    relax_normal: bool = True,
-    fmax: float = 0.01,
-    steps: int = 300,
-    progress: bool = True,
-) -> StackingFaultResult:
-    """Generalized stacking-fault energy of an elemental FCC crystal on (111) along <112>.
+@dataclasses.dataclass(frozen=True)
+class StackingFaultSettings:
+    """n_layers: (111) planes in the periodic column (a multiple of 3, at least 6); n_points: slips from 0 to one
+    Shockley partial; relax_normal: relax each atom along the fault normal only, to ``fmax`` (eV/Å) in at most
+    ``steps`` steps, else rigid shifts."""
+
+    n_layers: int = 12
+    n_points: int = 9
+    relax_normal: bool = True
+    fmax: float = 0.01
+    steps: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_points < 3:
+            raise ValueError(f"StackingFaultSettings.n_points must be at least 3 (no slip, the unstable point, the "
+                             f"ISF), got {self.n_points}")
+
+
+def compute(atoms: Atoms, calc: "Calculator",
+            settings: StackingFaultSettings = StackingFaultSettings()) -> StackingFaultResult:
+    """Generalized stacking-fault energy of the elemental FCC crystal ``atoms`` on (111) along <112>
+    (:class:`StackingFaultSettings`).
 
     A periodic column of ``n_layers`` (111) planes gets one fault per cell by tilting its third cell vector by the
     slip u (no free surfaces). With ``relax_normal`` each atom then relaxes only along the fault normal
     (ase FixedLine), as the GSF definition asks; the cell height stays fixed. γ(u) = (E(u) - E(0)) / area.
     """
-    if n_points < 3:
-        raise ValueError(f"n_points must be at least 3 (no slip, the unstable point, the ISF), got {n_points}")
-    check_elements(bulk, calc, where="generalized_stacking_fault")
-    symbol, a0 = fcc_lattice_parameter(bulk)
+    n_layers, n_points, relax_normal = settings.n_layers, settings.n_points, settings.relax_normal
+    fmax, steps = settings.fmax, settings.steps
+    check_elements(atoms, calc, where="generalized_stacking_fault")
+    symbol, a0 = fcc_lattice_parameter(atoms)
     column = _fcc111_column(symbol, a0, n_layers)
     partial = _stacking_vector(column)
     b_p = float(np.linalg.norm(partial))
     area = plane_area(column)
     fractions = np.linspace(0.0, 1.0, n_points)
     relaxed, rigid = [], []
-    for fraction in tqdm(fractions, desc="stacking-fault slips", disable=not progress):
+    for fraction in tqdm(fractions, desc="stacking-fault slips", disable=not settings.progress):
         faulted = column.copy()
         cell = faulted.cell.array.copy()
         cell[2] += fraction * partial
@@ -142,6 +154,13 @@ def generalized_stacking_fault(
         provenance=provenance(calc, n_layers=n_layers, n_points=n_points, relax_normal=relax_normal, fmax=fmax,
                               steps=steps, symbol=symbol, a0_angstrom=a0),
     )
+
+
+@settings_keywords(StackingFaultSettings)
+def generalized_stacking_fault(bulk: Atoms, calc: "Calculator", **settings: Any) -> StackingFaultResult:
+    """:func:`compute` with the fields of :class:`StackingFaultSettings` as keywords:
+    ``generalized_stacking_fault(bulk, calc, n_layers=9)``."""
+    return compute(bulk, calc, StackingFaultSettings(**settings))
 
 
 def _parabolic_peak(x: np.ndarray, y: np.ndarray) -> float:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ..io import provenance
 from ..results import Result
-from ._common import EV_PER_A2_TO_J_PER_M2, bulk_energy_per_atom, fcc_lattice_parameter, plane_area, single_point_energy
+from ._common import EV_PER_A2_TO_J_PER_M2, bulk_energy_per_atom, fcc_lattice_parameter, plane_area, settings_keywords
+from ._common import single_point_energy
 from .relax import relax
 
 if TYPE_CHECKING:
@@ -59,30 +60,39 @@ _SLAB_BUILDERS = {"111": fcc111, "100": fcc100, "110": fcc110}
 _INTERLAYER = {"111": 1 / math.sqrt(3), "100": 0.5, "110": 1 / (2 * math.sqrt(2))}  # in units of a0
 
 
-def surface_energies(
-    bulk: Atoms,
-    calc: "Calculator",
-    *,
-    facets: Sequence[Facet] = ("111", "100", "110"),
-    thickness_angstrom: float = 10.0,
-    vacuum_angstrom: float = 10.0,
-    relax_positions: bool = True,
-    fmax: float = 0.01,
-    steps: int = 300,
-    progress: bool = True,
-) -> SurfaceEnergyResult:
-    """Surface energies (J/m² and meV/Å²) of low-index facets of an elemental FCC crystal.
+@dataclasses.dataclass(frozen=True)
+class SurfaceSettings:
+    """facets: any of "111", "100", "110"; each slab 1x1 in plane, at least ``thickness_angstrom`` thick, with
+    ``vacuum_angstrom`` on each side; relax_positions: relax all atoms to ``fmax`` (eV/Å) in at most ``steps``."""
+
+    facets: Sequence[Facet] = ("111", "100", "110")
+    thickness_angstrom: float = 10.0
+    vacuum_angstrom: float = 10.0
+    relax_positions: bool = True
+    fmax: float = 0.01
+    steps: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.facets if f not in _SLAB_BUILDERS]
+        if unknown:
+            raise ValueError(f"SurfaceSettings.facets: unknown facet(s) {unknown}; choose from "
+                             f"{sorted(_SLAB_BUILDERS)}")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: SurfaceSettings = SurfaceSettings()) -> SurfaceEnergyResult:
+    """Surface energies (J/m² and meV/Å²) of low-index facets of the elemental FCC crystal ``atoms``
+    (:class:`SurfaceSettings`).
 
     Each slab is 1x1 in plane and at least ``thickness_angstrom`` thick (the number of layers is reported; (110)
     has the closest planes, so it gets the most), with ``vacuum_angstrom`` on each side. All atoms relax.
     """
-    unknown = [f for f in facets if f not in _SLAB_BUILDERS]
-    if unknown:
-        raise ValueError(f"unknown facet(s) {unknown}; choose from {sorted(_SLAB_BUILDERS)}")
-    symbol, a0 = fcc_lattice_parameter(bulk)
-    e_bulk = bulk_energy_per_atom(bulk, calc, "surface_energies")
+    facets, thickness_angstrom, vacuum_angstrom = settings.facets, settings.thickness_angstrom, settings.vacuum_angstrom
+    relax_positions, fmax, steps = settings.relax_positions, settings.fmax, settings.steps
+    symbol, a0 = fcc_lattice_parameter(atoms)
+    e_bulk = bulk_energy_per_atom(atoms, calc, "surface_energies")
     gamma, gamma_unrelaxed, layers_used = {}, {}, {}
-    for facet in tqdm(list(facets), desc="surface slabs", disable=not progress):
+    for facet in tqdm(list(facets), desc="surface slabs", disable=not settings.progress):
         n_layers = max(4, math.ceil(thickness_angstrom / (_INTERLAYER[facet] * a0)) + 1)
         slab = _SLAB_BUILDERS[facet](symbol, size=(1, 1, n_layers), a=a0, vacuum=vacuum_angstrom, periodic=True)
         if relax_positions:
@@ -105,3 +115,10 @@ def surface_energies(
                               vacuum_angstrom=vacuum_angstrom, relax_positions=relax_positions, fmax=fmax,
                               steps=steps, symbol=symbol, a0_angstrom=a0),
     )
+
+
+@settings_keywords(SurfaceSettings)
+def surface_energies(bulk: Atoms, calc: "Calculator", **settings: Any) -> SurfaceEnergyResult:
+    """:func:`compute` with the fields of :class:`SurfaceSettings` as keywords: ``surface_energies(bulk, calc,
+    facets=("111",))``."""
+    return compute(bulk, calc, SurfaceSettings(**settings))

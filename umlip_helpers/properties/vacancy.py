@@ -7,7 +7,7 @@ from zero pressure gets a warning, since E_vac is referenced to its energy per a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from ..io import provenance
 from ..results import Result
-from ._common import bulk_energy_per_atom, single_point_energy
+from ._common import bulk_energy_per_atom, settings_keywords, single_point_energy
 from .relax import relax
 
 if TYPE_CHECKING:
@@ -52,29 +52,35 @@ class VacancyResult(Result):
         return ax
 
 
-def vacancy_formation_energy(
-    bulk: Atoms,
-    calc: "Calculator",
-    *,
-    sizes: Sequence[int] = (2, 3),
-    relax_positions: bool = True,
-    fmax: float = 0.01,
-    steps: int = 300,
-    progress: bool = True,
-) -> VacancyResult:
-    """Relaxed vacancy formation energy in ``bulk`` repeated ``n x n x n`` for each n in ``sizes``.
+@dataclasses.dataclass(frozen=True)
+class VacancySettings:
+    """sizes: the bulk cell is repeated n x n x n for each n; relax_positions: relax the N-1 atoms (cell fixed) to
+    ``fmax`` (eV/Å) in at most ``steps`` optimiser steps, else unrelaxed energies only."""
+
+    sizes: Sequence[int] = (2, 3)
+    relax_positions: bool = True
+    fmax: float = 0.01
+    steps: int = 300
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.sizes or any(int(n) < 1 for n in self.sizes):
+            raise ValueError(f"VacancySettings.sizes must be positive integers, got {self.sizes}")
+
+
+def compute(atoms: Atoms, calc: "Calculator", settings: VacancySettings = VacancySettings()) -> VacancyResult:
+    """Relaxed vacancy formation energy in ``atoms`` repeated ``n x n x n`` for each n in ``settings.sizes``.
 
     The perfect supercell's energy is N times the bulk energy per atom (exact for a periodic calculator); the cell
     stays fixed (constant-volume vacancy, the usual dilute limit) and the positions relax to ``fmax`` (eV/Å).
     Compare the sizes to judge convergence: E_vac should change by little between the last two.
     """
-    if not sizes or any(int(n) < 1 for n in sizes):
-        raise ValueError(f"sizes must be positive integers, got {sizes}")
-    sizes = sorted(int(n) for n in sizes)
-    e_bulk = bulk_energy_per_atom(bulk, calc, "vacancy_formation_energy")
+    relax_positions, fmax, steps = settings.relax_positions, settings.fmax, settings.steps
+    sizes = sorted(int(n) for n in settings.sizes)
+    e_bulk = bulk_energy_per_atom(atoms, calc, "vacancy_formation_energy")
     relaxed_values, unrelaxed_values, n_atoms = [], [], []
-    for n in tqdm(sizes, desc="vacancy supercells", disable=not progress):
-        cell = bulk.repeat((n, n, n))
+    for n in tqdm(sizes, desc="vacancy supercells", disable=not settings.progress):
+        cell = atoms.repeat((n, n, n))
         n_perfect = len(cell)
         if n_perfect < 8:
             raise ValueError(f"a {n}x{n}x{n} supercell has only {n_perfect} atoms; use a larger size")
@@ -94,5 +100,12 @@ def vacancy_formation_energy(
         e_vac_unrelaxed_by_size_ev=tuple(float(v) for v in unrelaxed_values),
         relaxed=relax_positions,
         provenance=provenance(calc, sizes=sizes, relax_positions=relax_positions, fmax=fmax, steps=steps,
-                              bulk_formula=bulk.get_chemical_formula(), bulk_cell=bulk.cell.array),
+                              bulk_formula=atoms.get_chemical_formula(), bulk_cell=atoms.cell.array),
     )
+
+
+@settings_keywords(VacancySettings)
+def vacancy_formation_energy(bulk: Atoms, calc: "Calculator", **settings: Any) -> VacancyResult:
+    """:func:`compute` with the fields of :class:`VacancySettings` as keywords: ``vacancy_formation_energy(bulk,
+    calc, sizes=(2,))``."""
+    return compute(bulk, calc, VacancySettings(**settings))
