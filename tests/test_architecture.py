@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import sys
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,55 @@ def _long_functions() -> list[str]:
 def test_no_function_is_longer_than_80_lines_of_code():
     long = _long_functions()
     assert not long, "split these:\n" + "\n".join(long)
+
+
+MAX_MODULE_LINES = 400
+#: the line a module over MAX_MODULE_LINES starts, in its docstring, to say why it is one piece
+ONE_PIECE = "One piece:"
+#: modules over MAX_MODULE_LINES whose docstrings do not yet carry the marker, with why each is one piece
+LONG_MODULES = {
+    "umlip_helpers/active/online.py": "the relaxation loop and what it returns; the surrogate, the settings and the "
+                                      "baselines live in their own modules",
+    "umlip_helpers/properties/eos.py": "the equation of state and the Delta gauge built on it, with the benchmark "
+                                       "over elements that compares both",
+    "umlip_helpers/finetune/__init__.py": "the one entry point of fine-tuning: its settings, the run around the "
+                                          "trainer, its report and its command",
+    "umlip_helpers/finetune/trainer.py": "the one training loop: loss, precision, schedule, checkpoints and resume "
+                                         "all serve train()",
+}
+
+
+def _long_modules() -> dict[str, int]:
+    """Modules over MAX_MODULE_LINES lines whose docstring has no line starting with ONE_PIECE."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        lines = len(text.splitlines())
+        doc = ast.get_docstring(ast.parse(text)) or ""
+        if lines > MAX_MODULE_LINES and not any(line.startswith(ONE_PIECE) for line in doc.splitlines()):
+            found[path.relative_to(PACKAGE.parent).as_posix()] = lines
+    return found
+
+
+def test_no_module_is_over_400_lines_unless_it_says_why_it_is_one_piece():
+    long = _long_modules()
+    unexplained = {name: lines for name, lines in long.items() if name not in LONG_MODULES}
+    assert not unexplained, (f"split these, or start a line of the module docstring with {ONE_PIECE!r} and say why "
+                             f"it is one thing: {unexplained}")
+    stale = sorted(set(LONG_MODULES) - set(long))
+    assert not stale, f"no longer over {MAX_MODULE_LINES} lines or now marked: remove from LONG_MODULES: {stale}"
+
+
+def test_the_module_length_check_reads_the_marker(tmp_path, monkeypatch):
+    """A long module fails the check until its docstring says why it is one piece."""
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "umlip_helpers")
+    (tmp_path / "umlip_helpers").mkdir()
+    module = tmp_path / "umlip_helpers" / "long.py"
+    body = "\n".join(f"x{i} = {i}" for i in range(MAX_MODULE_LINES))
+    module.write_text(f'"""A long module."""\n{body}\n')
+    assert _long_modules() == {"umlip_helpers/long.py": MAX_MODULE_LINES + 1}
+    module.write_text(f'"""A long module.\n\n{ONE_PIECE} a table of constants."""\n{body}\n')
+    assert _long_modules() == {}
 
 
 def test_the_minimal_family_of_the_book_page_loads_as_one_file_and_one_registry_row(tmp_path, monkeypatch):

@@ -3,6 +3,8 @@
 Everything SevenNet-specific is here: loading, building at any size, the trainer adapter, the closed-form readout
 (:class:`SevenNetReadout`), the per-species energy references that fine-tuning shifts, and export to LAMMPS
 (:func:`export_lammps`: the shifts folded in, then sevenn's own deploy for ``pair_style e3gnn``).
+
+One piece: a model family is one file (``models/base.py``), so adding or changing SevenNet touches only this one.
 """
 
 from __future__ import annotations
