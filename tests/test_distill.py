@@ -180,3 +180,34 @@ def test_distill_resumes_on_its_saved_labels(tmp_path, kill_training_at):
     assert (forces[0] == forces[1]).all()
     with pytest.raises(Exception, match="another teacher"):
         distill(EMT(), cell.repeat((2, 1, 1)), killed, resume=True, **options)
+
+
+def test_settings_objects_and_keywords_give_the_same_student(tmp_path):
+    """A StudentSettings passed directly trains the student the keywords train; a GenerationSettings read from a
+    config file (lists) makes the configurations the keywords make; a misspelt keyword is an error naming it."""
+    from umlip_helpers.distill import DistillSettings, GenerationSettings, StudentSettings
+
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True)
+    by_keywords = generate_configurations(cell, None, rattle_amplitudes_angstrom=(0.05,), rattles_per_amplitude=3,
+                                          strains=(0.01,), seed=4, progress=False)
+    generation = GenerationSettings(rattle_amplitudes_angstrom=[0.05], rattles_per_amplitude=3, strains=[0.01])
+    by_settings = generate_configurations(cell, None, settings=generation, seed=4, progress=False)
+    assert [a.positions.tolist() for a in by_keywords] == [a.positions.tolist() for a in by_settings]
+    data = label_with(EMT(), by_settings, progress=False)
+
+    options = dict(architecture="mace", epochs=1, batch_size=2, device="cpu", seed=2)
+    runs = [train_student(data, tmp_path / "keywords", progress=False, **options),
+            train_student(data, tmp_path / "settings", settings=StudentSettings(**options), progress=False)]
+    energies = []
+    for run in runs:
+        atoms = data[0].atoms.copy()
+        atoms.calc = load_calculator(run.path, device="cpu")
+        energies.append(atoms.get_potential_energy())
+    assert energies[0] == energies[1] and runs[0].log[0]["train_forces_rmse"] == runs[1].log[0]["train_forces_rmse"]
+
+    settings = DistillSettings.from_options(epochs=3, generation={"md_steps": 4}, speed_steps=2)
+    assert (settings.student.epochs, settings.generation.md_steps, settings.speed_steps) == (3, 4, 2)
+    with pytest.raises(TypeError, match="epochz"):
+        train_student(data, tmp_path / "typo", epochz=3)
+    with pytest.raises(TypeError, match="epochz"):
+        distill(EMT(), cell, tmp_path / "typo", epochz=3)

@@ -81,5 +81,9 @@ class DistillSettings:
         if isinstance(generation, Mapping):
             generation = settings_from(GenerationSettings, settings.generation, generation, "generation")
         own = {"speed_steps": options.pop("speed_steps")} if "speed_steps" in options else {}
+        unknown = sorted(set(options) - {f.name for f in dataclasses.fields(StudentSettings)})
+        if unknown:
+            raise TypeError(f"distill() got unexpected keyword arguments: {', '.join(unknown)} (it takes the fields "
+                            "of StudentSettings, generation= and speed_steps=)")
         student = settings_from(StudentSettings, settings.student, options, "distill")
         return dataclasses.replace(settings, student=student, generation=generation or settings.generation, **own)
