@@ -74,7 +74,9 @@ def _each_calculator(models: Mapping[str, Any], skipped: dict[str, str], device:
     """(label, calculator) for each model that loads, one at a time; the others go into ``skipped`` with why."""
     from tqdm.auto import tqdm
 
-    for label, model in tqdm(models.items(), desc="models", disable=not progress):
+    for label, model in tqdm(models.items(), desc="models", disable=not progress, leave=False):
+        if model is None or isinstance(model, (int, float)):
+            raise TypeError(f"model {label!r} is {model!r}: give a name, a checkpoint, a directory or a calculator")
         if not isinstance(model, (str, os.PathLike)):  # a calculator already loaded
             yield label, model
             continue

@@ -12,9 +12,6 @@ data (MPtrj) learned from spin-polarised PBE(+U) runs started ferromagnetic, so 
 implicitly describe the ferromagnetic state, the same one as the reference; for Cr, Mn and O the training
 data's magnetic order need not match the Delta test's antiferromagnetic order, so part of Δ there is
 a difference in magnetic state, not only model error.
-
-One module of about 420 lines: the Delta benchmark is this EOS run over the Delta test's crystals, and its
-periodic-table plot is a large part of the length.
 """
 
 from __future__ import annotations
