@@ -148,6 +148,8 @@ def test_compare_models_skips_elements_a_model_lacks_and_takes_one_structure_per
         compare_models("eos", ["emt"], {"other": bulk("Cu")}, settings, progress=False)
     with pytest.raises(KeyError, match="unknown property"):
         compare_models("bandgap", ["emt"], bulk("Cu"))
+    with pytest.raises(TypeError, match="'emt' is None"):
+        compare_models("eos", dict.fromkeys(["emt"]), bulk("Cu"), settings, progress=False)
     loaded, skipped = available_calculators(["emt", "mace-mp-0"])
     assert list(loaded) == ["emt"] and list(skipped) == ["mace-mp-0"]
 
