@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from ..active.settings import settings_from
+from ..choices import StudentArchitecture
 from ..data import DFTDataset, check_frames, fit_energy_shifts, random_split
 from ..errors import DataValidationError, UmlipError
 from ..io import atomic_write_json, provenance, sha256_file
@@ -26,7 +27,7 @@ from .settings import DISTILLATION_LOSS_WEIGHTS, StudentSettings
 SIDECAR_SUFFIX = ".json"
 
 
-def student_size(architecture: Architecture) -> dict[str, Any]:
+def student_size(architecture: StudentArchitecture) -> dict[str, Any]:
     """The default student hyperparameters of an architecture: its family's ``SIZES["student"]`` (two interactions,
     scalars and vectors, a 5 Å cutoff, SevenNet-0's)."""
     return dict(importlib.import_module(f"umlip_helpers.models.{architecture}").SIZES["student"])

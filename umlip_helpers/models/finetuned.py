@@ -2,9 +2,9 @@
 weights; ``loading.load_calculator`` loads it back as an ASE calculator.
 
 The manifest records the base model (name or checkpoint, sha256), the strategy, hyperparameters, data hashes and
-the per-element energy shifts fitted on the training set; the calculator (:class:`~.shifted.ShiftedCalculator`) adds those
-shifts back. The trainer (:mod:`umlip_helpers.finetune`) writes this format; the models layer reads it, so that
-loading a model never needs the training code.
+the per-element energy shifts fitted on the training set; the calculator (:class:`~.shifted.ShiftedCalculator`)
+adds those shifts back. The trainer (:mod:`umlip_helpers.finetune`) writes this format; the models layer reads it,
+so that loading a model never needs the training code.
 """
 
 from __future__ import annotations
