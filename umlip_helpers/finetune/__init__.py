@@ -26,6 +26,7 @@ from ..models import MANIFEST_NAME, adapter_for, load_calculator, read_manifest,
 from ..models.finetuned import MANIFEST_FORMAT, WEIGHTS_FILE, Strategy, apply_saved_weights
 from ..results import Result
 from .distributed import local_device, ranks
+from .replay import replay_samples
 from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
 from .trainer import (CHECKPOINT_NAME, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors, make_samples,
                       peak_memory_mb, predict_all, prepare_samples)
@@ -257,6 +258,7 @@ class _Run:
         unaligned = errors(eval_set, base_eval, None)["energy_mae_mev_per_atom"]
 
         hp = self.hp
+        replay = replay_samples(self.calc, train_set.elements, hp, self.device, self.predict, show)  # [] if off
         torch.manual_seed(hp.seed)  # LoRA's A matrices are random: same seed, same start
         peft_model = apply_strategy(self.module, adapter, hp.strategy, hp.lora_rank, hp.lora_alpha)
         self.ranks.broadcast_parameters(self.module)  # one start on every rank
@@ -266,7 +268,7 @@ class _Run:
             adapter, self.module, make_samples(train_set, prepared_train, shifts, self.device),
             make_samples(val_set, prepared_val, shifts, self.device) if val_set else None, self.hp, self.out,
             resume=self.resume, progress=self.progress, callback=self.callback, run_identity=self.identity,
-            batched=self.settings.batched, ranks=self.ranks)
+            batched=self.settings.batched, ranks=self.ranks, replay=replay)
         elapsed = time.perf_counter() - started
         weights_path = self.out / WEIGHTS_FILE[hp.strategy]
         if self.ranks.main:

@@ -60,6 +60,10 @@ class Hyperparameters:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+    #: weight of the base-labelled replay frames' mean loss beside the DFT frames' in every step (0: no replay), and
+    #: how many are drawn (:mod:`.replay`)
+    replay_weight: float = 0.0
+    replay_frames: int = 16
 
     def __post_init__(self):
         if self.lr is None:
@@ -76,6 +80,8 @@ class Sample:
     energy_target_ev: float
     forces: torch.Tensor | None
     stress_ev_a3: torch.Tensor | None
+    #: the factor on this frame's loss (set on replay frames per step: :meth:`_Training.replay_batch`)
+    weight: float = 1.0
 
 
 def prepare_samples(adapter: FamilyAdapter, calc: Any, dataset: DFTDataset, label: str,
@@ -160,6 +166,7 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
         if weights.stress_gpa and sample.stress_ev_a3 is not None:
             parts["stress"] = (((stress - sample.stress_ev_a3.to(stress.dtype)) / GPa) ** 2).mean()
             loss = loss + weights.stress_gpa * parts["stress"]
+        loss = loss * sample.weight if sample.weight != 1.0 else loss
         for key, value in {"loss": loss, **parts}.items():
             terms.setdefault(key, []).append(value)
     keys = list(terms)
@@ -231,6 +238,7 @@ def train(
     run_identity: dict[str, Any] | None = None,
     batched: bool | None = None,
     ranks: Ranks = Ranks(),
+    replay: Sequence[Sample] = (),
 ) -> dict[str, Any]:
     """Train the parameters of ``module`` that require grad; return the log and the best epoch.
 
@@ -244,6 +252,7 @@ def train(
     whose run identity differs.
     """
     run = _Training(adapter, module, train_samples, val_samples, hp, out, batched, ranks)
+    run.replay = list(replay)
     if resume:
         run.restore(run_identity)
     bar = tqdm(total=hp.epochs * run.steps_per_epoch, initial=run.start_epoch * run.steps_per_epoch,
@@ -285,6 +294,7 @@ class _Training:
                                                            warmup_cosine(hp.epochs * self.steps_per_epoch))
         self.checkpoint = out / CHECKPOINT_NAME
         self.log: list[dict[str, Any]] = []
+        self.replay: list[Sample] = []  # base-labelled frames added to every step's batch (:meth:`replay_batch`)
         self.start_epoch, self.best_loss, self.best_epoch, self.best_state, self.bad_epochs = \
             0, float("inf"), -1, None, 0
 
@@ -308,7 +318,7 @@ class _Training:
         for step in range(self.steps_per_epoch):
             batch = order[step * hp.batch_size:(step + 1) * hp.batch_size]
             self.optimiser.zero_grad(set_to_none=True)
-            mine = [self.train_samples[i] for i in self.ranks.share(batch)]
+            mine = [self.train_samples[i] for i in self.ranks.share(batch)] + self.replay_batch(epoch, step, len(batch))
             batch_sums = accumulate_gradients(self.adapter, self.module, mine, hp.weights, self.batched, len(batch))
             self.ranks.sum_gradients(self.params)
             sums.update(batch_sums)
@@ -326,6 +336,17 @@ class _Training:
         row |= {f"train_{k}_rmse": float(np.sqrt(row.pop(f"train_{k}"))) for k in ("energy", "forces", "stress")
                 if f"train_{k}" in row}
         return row
+
+    def replay_batch(self, epoch: int, step: int, n_batch: int) -> list[Sample]:
+        """This rank's share of the replay frames of this step (each epoch passes over all of them once, shuffled),
+        weighted so that the step's loss is mean(DFT frames' losses) + replay_weight * mean(replay frames')."""
+        if not self.replay:
+            return []
+        per_step = -(-len(self.replay) // self.steps_per_epoch)
+        order = np.random.default_rng([self.hp.seed, epoch, 1]).permutation(len(self.replay))
+        chosen = [self.replay[order[i % len(order)]] for i in range(step * per_step, (step + 1) * per_step)]
+        weight = self.hp.replay_weight * n_batch / per_step
+        return [dataclasses.replace(sample, weight=weight) for sample in self.ranks.share(chosen)]
 
     def validate(self) -> dict[str, float]:
         val, batch = self.val_samples, self.hp.batch_size if self.batched else 1
