@@ -7,6 +7,8 @@ from typing import Literal, get_args
 
 Device = Literal["auto", "cpu", "cuda"]
 Strategy = Literal["lora", "head", "full"]
+#: the fine-tuning forward's arithmetic: fp32, or bf16 autocast with weights, gradients and loss in fp32
+Precision = Literal["fp32", "bf16"]
 ExportFormat = Literal["lammps"]
 Ensemble = Literal["nvt", "npt", "nve"]
 Thermostat = Literal["langevin", "nose-hoover", "bussi"]

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, Optimizer, ParentName, Query,
-                      Scheduler, Strategy, StudentArchitecture, options)
+from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, Optimizer, ParentName, Precision,
+                      Query, Scheduler, Strategy, StudentArchitecture, options)
 from .errors import UmlipError
 
 #: command -> "module:function"; each function takes the parsed Namespace and returns a JSON-able dict
@@ -111,6 +111,8 @@ def _finetune_command(sub) -> None:
     p.add_argument("--stress-weight", type=float, default=None, help="loss weight per GPa^2 (default 0.01)")
     p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", choices=options(Precision), default="fp32",
+                   help="bf16: the forward under bf16 autocast (for GPUs; weights and loss stay fp32)")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) to train on, started with torchrun")
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in DIR")

@@ -1,8 +1,10 @@
 """One training loop for every family: energy-reference alignment, weighted energy/force/stress loss, AdamW with a
-warm-up + cosine schedule, gradient clipping, early stopping, per-epoch atomic checkpoints and exact resume."""
+warm-up + cosine schedule, gradient clipping, early stopping, per-epoch atomic checkpoints and exact resume, and an
+optional bf16 autocast forward (:func:`forward_precision`)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -11,13 +13,15 @@ import resource
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from ase.units import GPa
+from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
+from ..choices import Precision, options
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
@@ -60,12 +64,16 @@ class Hyperparameters:
     lora_rank: int | None = None
     lora_alpha: float | None = None
     weights: LossWeights = dataclasses.field(default_factory=LossWeights)
+    #: the training forward's arithmetic (:func:`forward_precision`); validation and predictions stay in fp32
+    precision: Precision = "fp32"
     #: weight of the base-labelled replay frames' mean loss beside the DFT frames' in every step (0: no replay), and
     #: how many are drawn (:mod:`.replay`)
     replay_weight: float = 0.0
     replay_frames: int = 16
 
     def __post_init__(self):
+        if self.precision not in options(Precision):
+            raise ValueError(f"precision must be one of {', '.join(options(Precision))}, got {self.precision!r}")
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.strategy])
         if self.epochs < 1 or self.batch_size < 1:
@@ -139,6 +147,67 @@ def errors(dataset: DFTDataset, predictions: list[dict[str, np.ndarray]], shifts
     }
 
 
+class _Bf16Contractions(TorchFunctionMode):
+    """Run tensordot and einsum in bf16, as autocast runs matmul. Autocast leaves them out, and e3nn's generated
+    linears and tensor products (SevenNet, MACE) call them on a bf16 activation (from an autocast matmul) and an
+    fp32 weight, which they refuse ("both inputs should have same dtype")."""
+
+    CONTRACTIONS = frozenset({torch.functional.tensordot, torch.functional.einsum})
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.CONTRACTIONS:
+            args = _fp32_to_bf16(args)
+        return func(*args, **(kwargs or {}))
+
+
+def _fp32_to_bf16(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.bfloat16) if value.dtype == torch.float32 else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_fp32_to_bf16(item) for item in value)
+    return value
+
+
+@contextlib.contextmanager
+def forward_precision(precision: Precision, device: str | torch.device) -> Iterator[None]:
+    """The context of a training forward: nothing for fp32; for bf16, ``torch.autocast`` to bfloat16 on the
+    device's type, with tensordot and einsum in it. The weights stay fp32 (autocast casts copies), forces and
+    stress come from autograd through the bf16 graph, and :func:`batch_loss` takes the loss in fp32."""
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16), _Bf16Contractions():
+        yield
+
+
+def _in_fp32(value: torch.Tensor) -> torch.Tensor:
+    return value.float() if value.dtype in (torch.bfloat16, torch.float16) else value
+
+
+def check_precision(adapter: FamilyAdapter, params: Sequence[torch.nn.Parameter], precision: Precision) -> None:
+    """Refuse bf16 for a model whose weights are not fp32: autocast casts fp32 only, so a float64 model (NequIP,
+    UMA loaded in float64) would train in float64 under the bf16 label."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in params})
+    if precision == "bf16" and dtypes != ["float32"]:
+        raise UmlipError(f"precision='bf16' needs a float32 model, but this {adapter.family} model has "
+                         f"{', '.join(dtypes)} weights, on which bf16 autocast does nothing; load it in float32 or "
+                         "fine-tune with precision='fp32'")
+
+
+def _predict_for_loss(adapter: FamilyAdapter, module: torch.nn.Module, prepared: list[Any], training: bool,
+                      precision: Precision) -> list[tuple[torch.Tensor, ...]]:
+    """The adapter's predictions under ``precision``, in fp32 (or the model's own wider dtype)."""
+    if precision == "fp32":
+        return adapter.predict_batch(module, prepared, training)
+    try:
+        with forward_precision(precision, next(module.parameters()).device):
+            predictions = adapter.predict_batch(module, prepared, training)
+    except RuntimeError as error:
+        raise UmlipError(f"the {adapter.family} forward fails under bf16 autocast ({error}); fine-tune this family "
+                         "with precision='fp32'") from error
+    return [tuple(_in_fp32(value) for value in prediction) for prediction in predictions]
+
+
 def make_samples(dataset: DFTDataset, prepared: list[Any], shifts: dict[str, float], device: str) -> list[Sample]:
     out = []
     for frame, prep in zip(dataset.frames, prepared):
@@ -152,10 +221,11 @@ def make_samples(dataset: DFTDataset, prepared: list[Any], shifts: dict[str, flo
 
 
 def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample], weights: LossWeights,
-               training: bool) -> tuple[torch.Tensor, dict[str, float]]:
+               training: bool, precision: Precision = "fp32") -> tuple[torch.Tensor, dict[str, float]]:
     """The mean of the frames' weighted losses (one forward for the batch where the family batches graphs), and
-    the sums over the frames of the loss and of each squared error."""
-    predictions = adapter.predict_batch(module, [sample.prepared for sample in samples], training)
+    the sums over the frames of the loss and of each squared error. The forward runs in ``precision``, the loss
+    in fp32."""
+    predictions = _predict_for_loss(adapter, module, [sample.prepared for sample in samples], training, precision)
     terms: dict[str, list[torch.Tensor]] = {"loss": []}
     for sample, (energy, forces, stress) in zip(samples, predictions):
         parts = {"energy": ((energy - sample.energy_target_ev) / sample.n_atoms * 1000) ** 2}
@@ -171,18 +241,34 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
             terms.setdefault(key, []).append(value)
     keys = list(terms)
     sums = torch.stack([torch.stack(terms[key]).sum().detach() for key in keys]).tolist()  # one device sync
+    if precision != "fp32" and not np.all(np.isfinite(sums)):
+        _refuse_non_finite(adapter, module, samples, weights, dict(zip(keys, sums)))
     return torch.stack(terms["loss"]).mean(), dict(zip(keys, sums))
 
 
+def _refuse_non_finite(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample], weights: LossWeights,
+                       sums: dict[str, float]) -> None:
+    """Stop on a non-finite bf16 loss, saying whether the same frames are finite in fp32 (then bf16 itself is the
+    cause, as for CHGNet's forces) or not (the training diverged)."""
+    _, fp32_sums = batch_loss(adapter, module, samples, weights, training=False)
+    module.zero_grad(set_to_none=True)
+    bad = ", ".join(key for key, value in sums.items() if not np.isfinite(value))
+    if np.all(np.isfinite(list(fp32_sums.values()))):
+        raise UmlipError(f"the {adapter.family} forward gives a non-finite {bad} under bf16 autocast, where fp32 gives "
+                         "finite ones on the same frames: fine-tune this family with precision='fp32'")
+    raise UmlipError(f"non-finite {bad} in fp32 as well as bf16: the training diverged (try a lower learning rate)")
+
+
 def accumulate_gradients(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample],
-                         weights: LossWeights, batched: bool, batch_frames: int | None = None) -> dict[str, float]:
+                         weights: LossWeights, batched: bool, batch_frames: int | None = None,
+                         precision: Precision = "fp32") -> dict[str, float]:
     """Backpropagate the frames' losses divided by ``batch_frames`` (the whole batch's size, of which ``samples`` may
     be one rank's share; default: all of it, giving the mean), in one forward (``batched``) or a forward and backward
-    per frame; return :func:`batch_loss`'s sums over the frames."""
+    per frame, the forward in ``precision``; return :func:`batch_loss`'s sums over the frames."""
     sums: Counter[str] = Counter()
     total = batch_frames or len(samples)
     for group in ([samples] if batched else [[sample] for sample in samples]) if samples else []:
-        loss, group_sums = batch_loss(adapter, module, group, weights, training=True)
+        loss, group_sums = batch_loss(adapter, module, group, weights, training=True, precision=precision)
         (loss * (len(group) / total)).backward()
         sums.update(group_sums)
     return sums
@@ -286,6 +372,7 @@ class _Training:
         self.params = [p for p in module.parameters() if p.requires_grad]
         if not self.params:
             raise UmlipError("no trainable parameters: check the strategy and the family's head/LoRA targets")
+        check_precision(adapter, self.params, hp.precision)
         self.batched = batched_by_default(adapter, module) if batched is None else batched
         self.device = str(self.params[0].device)
         self.optimiser = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
@@ -319,7 +406,8 @@ class _Training:
             batch = order[step * hp.batch_size:(step + 1) * hp.batch_size]
             self.optimiser.zero_grad(set_to_none=True)
             mine = [self.train_samples[i] for i in self.ranks.share(batch)] + self.replay_batch(epoch, step, len(batch))
-            batch_sums = accumulate_gradients(self.adapter, self.module, mine, hp.weights, self.batched, len(batch))
+            batch_sums = accumulate_gradients(self.adapter, self.module, mine, hp.weights, self.batched, len(batch),
+                                              hp.precision)
             self.ranks.sum_gradients(self.params)
             sums.update(batch_sums)
             torch.nn.utils.clip_grad_norm_(self.params, hp.max_grad_norm)
