@@ -111,3 +111,17 @@ def test_forgetting_of_a_model_against_itself_is_zero_and_of_a_finetune_is_not(t
     assert lost.forgetting_force_rms_ev_per_angstrom > 1e-4
     assert lost.model != lost.base_model
     assert "probe NaCl" not in lost.skipped  # only the probes asked for
+
+
+def test_command_line_finetune_takes_a_replay_weight(tiny, ymno3_frames, tmp_path):
+    import json
+
+    from umlip_helpers.cli import main
+    from umlip_helpers.models import MANIFEST_NAME
+
+    train = ymno3_frames[:1].write_extxyz(tmp_path / "train.xyz")
+    code = main(["finetune", "--model", str(tiny), "--train", str(train), "--strategy", "head", "--epochs", "1",
+                 "--replay-weight", "0.5", "--out", str(tmp_path / "cli"), "--device", "cpu"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "cli" / MANIFEST_NAME).read_text())
+    assert manifest["hyperparameters"]["replay_weight"] == 0.5 and manifest["hyperparameters"]["replay_frames"] == 16

@@ -111,6 +111,8 @@ def _finetune_command(sub) -> None:
     p.add_argument("--stress-weight", type=float, default=None, help="loss weight per GPa^2 (default 0.01)")
     p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replay-weight", type=float, default=None,
+                   help="weight of base-labelled replay frames beside the DFT frames in each step (default 0: off)")
     p.add_argument("--precision", choices=options(Precision), default="fp32",
                    help="bf16: the forward under bf16 autocast (for GPUs; weights and loss stay fp32)")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) to train on, started with torchrun")

@@ -381,7 +381,8 @@ def cli_finetune(args) -> dict[str, Any] | None:
     report = finetune(args.model, args.train, args.val, strategy=args.strategy, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume,
                       lr=args.lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, loss_weights=weights,
-                      patience=args.patience, seed=args.seed, precision=args.precision)
+                      patience=args.patience, seed=args.seed, precision=args.precision,
+                      replay_weight=args.replay_weight)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return {k: v for k, v in report.to_dict().items() if k != "log"}
