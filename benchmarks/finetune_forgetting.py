@@ -147,25 +147,29 @@ def one_run(args, profile, strategy, weight, split_sets, data, forget_settings, 
 
 
 def plot(rows: list[dict], base: dict, path: Path) -> None:
-    """Held-out force MAE (x) against forgetting (y), one line per strategy through its replay weights."""
+    """Held-out force MAE (x) against forgetting (y): the probe force change and the mean Delta increase, one line
+    per strategy through its replay weights."""
     import io
 
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(5.5, 4))
-    ax = figure.subplots()
-    ax.scatter([base["target"]["forces_mae_ev_per_angstrom"]], [0.0], marker="*", s=120, color="k", label="base")
-    for strategy in dict.fromkeys(row["strategy"] for row in rows):
-        mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["replay_weight"])
-        x = [r["target"]["forces_mae_ev_per_angstrom"] for r in mine]
-        y = [r["forgetting_force_rms_ev_per_angstrom"] for r in mine]
-        ax.plot(x, y, "o-", label=strategy)
-        for r, xi, yi in zip(mine, x, y):
-            ax.annotate(f"{r['replay_weight']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_xlabel("held-out YMnO3 force MAE (eV/Å)")
-    ax.set_ylabel("forgetting: probe force RMS change (eV/Å)")
-    ax.set_title("SevenNet-0 on YMnO3: target vs forgetting (labels: replay weight)", fontsize=9)
-    ax.legend(fontsize=8)
+    figure = Figure(figsize=(10, 4), layout="constrained")
+    panels = (("forgetting_force_rms_ev_per_angstrom", "forgetting: probe force RMS change (eV/Å)"),
+              ("mean_delta_increase_mev_per_atom", "mean Δ-gauge increase, Ni Cu Al Si Fe (meV/atom)"))
+    for ax, (key, label) in zip(figure.subplots(1, 2), panels):
+        ax.scatter([base["target"]["forces_mae_ev_per_angstrom"]], [0.0], marker="*", s=120, color="k", label="base")
+        for strategy in dict.fromkeys(row["strategy"] for row in rows):
+            mine = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["replay_weight"])
+            x, y = [r["target"]["forces_mae_ev_per_angstrom"] for r in mine], [r[key] for r in mine]
+            ax.plot(x, y, "o-", label=strategy)
+            for r, xi, yi in zip(mine, x, y):
+                ax.annotate(f"{r['replay_weight']:g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)
+        ax.set_xlabel("held-out YMnO3 force MAE (eV/Å)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=8)
+    figure.suptitle("SevenNet-0 fine-tuned on YMnO3: target error against forgetting (labels: replay weight)",
+                    fontsize=10)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     atomic_write_bytes(path, buffer.getvalue())
