@@ -25,7 +25,7 @@ setup: $(STAMP)
 
 # Install order matters (see requirements/base.txt): torch's CPU build first and pinned, then the pins,
 # then mace-torch without its e3nn==0.4.4 pin. `pip check` complains about that pin on purpose.
-$(STAMP): requirements/base.txt pyproject.toml
+$(STAMP): requirements/base.txt pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH_REQUIREMENT)

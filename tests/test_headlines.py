@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from umlip_helpers.book.headlines import RESULTS, committed_headline
+from umlip_helpers.book.headlines import committed_headline
+from umlip_helpers.paths import results_path
 
 
 def test_a_headline_keyed_by_model_becomes_one_column_per_model(tmp_path, capsys):
@@ -28,4 +29,11 @@ def test_a_flat_headline_and_a_missing_study(tmp_path, capsys):
 
 
 def test_the_default_folder_is_the_checkouts_results():
-    assert (RESULTS / "foundation_errors.json").is_file()
+    assert (results_path() / "foundation_errors.json").is_file()
+
+
+def test_a_result_without_a_headline_key_shows_its_key_numbers(capsys):
+    """finetune_ymno3.json has no ``headline``: the Summary shows the numbers the Results page leads with."""
+    table = committed_headline("finetune_ymno3")
+    assert table is not None and len(table) > 0
+    assert "made by: " in capsys.readouterr().out

@@ -10,9 +10,10 @@ import numpy as np
 from ase import Atoms
 
 from ..errors import DataValidationError
+from ..paths import data_path
 
-TOBERMORITE_FILE = Path(__file__).resolve().parents[2] / "data" / "tobermorite" / "tobermorite_352.xyz"
-TOBERMORITE_LITERATURE = TOBERMORITE_FILE.parent.parent / "references" / "tobermorite_literature.csv"
+TOBERMORITE_FILE = data_path("tobermorite", "tobermorite_352.xyz")
+TOBERMORITE_LITERATURE = data_path("references", "tobermorite_literature.csv")
 #: tobermorite 14 Å (Bonaccorsi et al. 2005) as COD entry 9013974; the crystal reference of the first-shell distances
 TOBERMORITE14_CIF = TOBERMORITE_LITERATURE.parent / "tobermorite14_cod9013974.cif"
 

@@ -211,6 +211,9 @@ def effective_config(root: Path, execute: str | None = None) -> dict:
             config.setdefault(section, {})[key] = os.environ[variable]
     if execute is not None:
         config["execute"]["execute_notebooks"] = execute
+    sphinx = config.get("sphinx", {}).get("config", {})
+    if "html_static_path" in sphinx:  # absolute, so that a build from a staged copy still finds the MathJax copy
+        sphinx["html_static_path"] = [str(root / path) for path in sphinx["html_static_path"]]
     return config
 
 

@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+from ..paths import results_path
+from .result_tables import headline_tables, key_numbers
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -35,7 +36,7 @@ def committed_headline(script: str, results_dir: str | Path | None = None):
     saying so, when the study has no committed headline."""
     import pandas as pd
 
-    path = Path(results_dir or RESULTS) / f"{script}.json"
+    path = Path(results_dir or results_path()) / f"{script}.json"
     if not path.is_file():
         print(f"benchmarks/results/{script}.json is not committed yet: run python benchmarks/{script}.py "
               "--profile full")
@@ -44,11 +45,17 @@ def committed_headline(script: str, results_dir: str | Path | None = None):
     record = result.get("provenance", {})
     parameters = record.get("parameters", {})
     argv = " ".join(record.get("argv", [])) or "(not recorded)"
+    machine = ", ".join(str(x) for x in (parameters.get("device"), record.get("cpu")) if x) or "an unrecorded machine"
     print(f"benchmarks/results/{script}.json: profile {parameters.get('profile', 'unknown')}, "
-          f"{str(record.get('created_utc', 'date unknown'))[:10]}, on {record.get('cpu') or 'an unrecorded CPU'}; "
-          f"made by: {argv}")
+          f"{str(record.get('created_utc', 'date unknown'))[:10]}, on {machine};\nmade by: {argv}")
     headline = result.get("headline", {})
-    if headline and all(isinstance(v, dict) for v in headline.values()):
+    if not headline:  # no headline key: the numbers the Results page leads with
+        rows = dict(key_numbers(script, result))
+        summary = next((t.rows for t in headline_tables(script, result) if t.caption == "summary"), [])
+        for name, value in summary:
+            rows.setdefault(name, value)
+        table = pd.DataFrame({"value": list(rows.values())}, index=list(rows))
+    elif all(isinstance(v, dict) for v in headline.values()):
         table = pd.DataFrame({key: {k: _readable(v) for k, v in _flatten(inner).items()}
                               for key, inner in headline.items()})
     else:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -62,11 +65,14 @@ class CHGNetFamily(ModelFamily):
         from chgnet.model import CHGNet
         from chgnet.model.dynamics import CHGNetCalculator
 
-        if checkpoint is None:
-            network = CHGNet.load(model_name=model, use_device=device, verbose=False)
-        else:
-            network = CHGNet.from_file(str(checkpoint))
-        return CHGNetCalculator(model=network, use_device=device, **options)
+        # chgnet prints its parameter count and device, and warns (with its install path) on every stress
+        warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad=True", module="chgnet")
+        with contextlib.redirect_stdout(io.StringIO()):
+            if checkpoint is None:
+                network = CHGNet.load(model_name=model, use_device=device, verbose=False)
+            else:
+                network = CHGNet.from_file(str(checkpoint))
+            return CHGNetCalculator(model=network, use_device=device, **options)
 
     def shipped_weights(self, model: str = "0.3.0", **options: Any) -> Path:
         import chgnet

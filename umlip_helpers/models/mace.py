@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
@@ -83,6 +84,8 @@ class MACEFamily(ModelFamily):
             raise ValueError("mace: a checkpoint file is required (no MACE weights ship with mace-torch here)")
         from mace.calculators import MACECalculator
 
+        warnings.filterwarnings("ignore", message="Environment variable TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD detected",
+                                module="mace")
         return MACECalculator(model_paths=str(checkpoint), device=device, default_dtype=default_dtype, **options)
 
     def build(self, path: str | Path, elements: Sequence[str], seed: int = 0, *, size: Size = "tiny",
