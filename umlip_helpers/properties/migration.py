@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 from ase.build import bulk as build_bulk
 from ase.constraints import FixedPlane
+from ase.geometry import find_mic
 from tqdm.auto import tqdm
 
 from ..io import provenance, to_jsonable
@@ -227,7 +228,8 @@ def midpoint_saddle_barrier(atoms: Atoms, calc: "Calculator", supercell: int = 3
     initial, final, hopper = hop_endpoints(atoms, supercell)
     start = relax(initial, calc, fmax=fmax, steps=steps, relax_cell=False, progress=False)
     saddle = initial.copy()
-    direction = final.positions[hopper] - initial.positions[hopper]
+    # the nearest neighbour may sit across the periodic boundary: the hop is the minimum-image vector
+    direction = find_mic(final.positions[hopper] - initial.positions[hopper], initial.cell, initial.pbc)[0]
     saddle.positions[hopper] += direction / 2
     saddle.set_constraint(FixedPlane(hopper, direction))
     top = relax(saddle, calc, fmax=fmax, steps=steps, relax_cell=False, progress=False)
