@@ -164,10 +164,6 @@ MAX_MODULE_LINES = 400
 ONE_PIECE = "One piece:"
 #: modules over MAX_MODULE_LINES whose docstrings do not yet carry the marker, with why each is one piece
 LONG_MODULES = {
-    "umlip_helpers/active/online.py": "the relaxation loop and what it returns; the surrogate, the settings and the "
-                                      "baselines live in their own modules",
-    "umlip_helpers/properties/eos.py": "the equation of state and the Delta gauge built on it, with the benchmark "
-                                       "over elements that compares both",
     "umlip_helpers/finetune/__init__.py": "the one entry point of fine-tuning: its settings, the run around the "
                                           "trainer, its report and its command",
     "umlip_helpers/finetune/trainer.py": "the one training loop: loss, precision, schedule, checkpoints and resume "

@@ -6,6 +6,9 @@ Musielewicz et al., Mach. Learn.: Sci. Technol. 3, 03LT01 (2022), doi:10.1088/26
 one refit and trust-region update, one surrogate segment (BFGS on :class:`~.surrogate.OnlineSurrogate`), repeated.
 The module is the loop and what it returns, nothing else (the surrogate, the settings and the baselines live in
 their own modules), so it stays one piece.
+
+One piece: the relaxation loop and what it returns; the surrogate, the settings and the baselines live in their
+own modules.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ data (MPtrj) learned from spin-polarised PBE(+U) runs started ferromagnetic, so 
 implicitly describe the ferromagnetic state, the same one as the reference; for Cr, Mn and O the training
 data's magnetic order need not match the Delta test's antiferromagnetic order, so part of Δ there is
 a difference in magnetic state, not only model error.
+
+One piece: the equation of state and the Delta gauge built on it, with the benchmark over elements that compares
+both.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ase import Atoms, units
 
 from ..errors import UmlipError, UnsupportedElements
 from ..io import provenance
+from ..paths import data_path
 from ..models import check_elements, supported_elements
 from ..results import Result
 from ._common import settings_keywords, structure_from_argument
@@ -35,7 +39,7 @@ if TYPE_CHECKING:
     from ase.calculators.calculator import Calculator
 
 #: data/references in the repository (the package is installed editable from it)
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "references"
+REFERENCE_DIR = data_path("references")
 DELTA_REFERENCE_CSV = REFERENCE_DIR / "delta_wien2k_pbe.csv"
 
 
