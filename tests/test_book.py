@@ -119,9 +119,9 @@ def test_benchmark_studies_by_recorded_script_then_location(tmp_path):
     assert [v.path for v in acc.variants] == ["benchmarks/results/accuracy/ci.json"]
     assert acc.headline.command() == "python benchmarks/accuracy.py --x 1"
     summary, models = acc.tables
-    assert summary.rows == [["energy MAE (meV/atom)", "12.35"], ["speedup vs baseline [gpu]", "3"]]
+    assert summary.rows == [["energy MAE (meV/atom)", "12.3"], ["speedup vs baseline [GPU]", "3.00"]]
     assert models.header == ["name", "force MAE (eV/Å)", "extra"]
-    assert models.rows == [["a", "0.05", "–"], ["b", "–", "yes"]]
+    assert models.rows == [["a", "0.0500", "–"], ["b", "–", "yes"]]
     speed = studies["speed"]  # no headline, one variant matched by its recorded script, not by its name
     assert speed.status == "no headline" and [v.path for v in speed.variants] == [
         "benchmarks/results/accuracy_cuda.json"]
@@ -139,10 +139,10 @@ def test_benchmark_records_keyed_by_model_become_rows(tmp_path):
         "m1": {"per_element": {str(i): float(i) for i in range(20)}, "wall_s": 2.0}, "m2": {"wall_s": 1.0}}})
     studies = {s.script: s for s in benchmark_tables(tmp_path)}
     (props,) = studies["props"].tables  # properties against references: one column per model
-    assert props.header == ["property", "reference", "m1", "m2"] and props.rows == [["a0 (Å)", "3.52", "3.5 (-1 %)",
-                                                                                      "3.6"]]
+    assert props.header == ["property", "reference", "m1", "m2"]
+    assert props.rows == [["a0 (Å)", "3.520", "3.500 (-1\u00a0%)", "3.600"]]
     (timing,) = studies["timing"].tables  # the 20-value dict stays in the JSON
-    assert timing.header == ["name", "wall (s)"] and timing.rows == [["m1", "2"], ["m2", "1"]]
+    assert timing.header == ["name", "wall (s)"] and timing.rows == [["m1", "2.00"], ["m2", "1.00"]]
 
 
 def test_benchmark_provenance_records_script_and_argv():
@@ -152,6 +152,67 @@ def test_benchmark_provenance_records_script_and_argv():
     assert prov["script"] == "benchmarks/delta_elements.py"
     assert prov["argv"] == ["python", "benchmarks/delta_elements.py", "--profile", "ci"]
     assert prov["parameters"] == {"profile": "ci"}  # argv is not a setting: resuming compares parameters only
+
+
+def _committed(script: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / f"{script}.json").read_text())
+
+
+def test_each_committed_study_leads_with_its_finding():
+    """The overview's number and the first summary row of each study are its finding, not a setting."""
+    from umlip_helpers.book.result_tables import KEY_NUMBERS, key_numbers
+
+    tuned = key_numbers("finetune_ymno3", _committed("finetune_ymno3"))
+    assert tuned[0] == ("forces MAE (eV/Å) [before → after]", "sevennet-0 lora 0.0742 → 0.0293")
+    studies = {s.script: s for s in benchmark_tables(ROOT)}
+    assert studies["finetune_ymno3"].tables[0].rows[0] == list(tuned[0])
+    delta = studies["delta_elements"].tables[0]
+    assert delta.rows[:2] == [["mean Δ gauge (meV/atom) [sevennet-0]", "3.74"],
+                              ["mean Δ gauge (meV/atom) [chgnet-0.3.0]", "4.27"]]
+    assert not any("npoints" in row[0] for row in delta.rows)
+    for script, study in studies.items():
+        if script not in KEY_NUMBERS or study.status != "ok":
+            continue
+        first, value = key_numbers(script, study.headline.data)[0]
+        if value.count(",") < 6:  # a number of more records stays in its record table
+            assert study.tables[0].rows[0][0].startswith(first.split(" [")[0]), (script, study.tables[0].rows[0])
+
+
+def test_numbers_show_the_digits_they_support():
+    from umlip_helpers.book.result_tables import fmt
+
+    assert fmt(0.029343, "test_after.forces_mae_ev_per_angstrom") == "0.0293"
+    assert fmt(3.50431, "a0_angstrom") == "3.504" and fmt(10.9012, "v0_angstrom3_per_atom") == "10.90"
+    assert fmt(39.1111) == "39.1" and fmt(636.94) == "637" and fmt(12345.6) == "12,346" and fmt(1.3e-7) == "1.30e-07"
+    assert fmt(1.002) == "1.00" and fmt(0.0) == "0.00" and fmt(-0.0012345) == "-0.00123"
+    assert fmt(7) == "7" and fmt(264) == "264" and fmt(10976) == "10,976"
+    assert fmt(True) == "yes" and fmt(None) == "–" and fmt("sevennet-0") == "sevennet-0"
+    assert fmt(0.1, "lambda") == "0.1" and fmt(0.1, "runs.lambda") == "0.1"  # a setting as given
+
+
+def test_labels_name_the_quantity_and_its_unit():
+    from umlip_helpers.book.result_tables import label
+
+    assert label("frequency_mae_thz_base") == "frequency MAE (THz) [base]"
+    assert label("forces_mae_ev_per_angstrom.naive") == "forces MAE (eV/Å) [naive]"
+    assert label("mae_ratio_finetuned_over_base") == "MAE ratio finetuned over base"  # a ratio, not a qualifier
+    assert label("chosen_student") == "chosen student"
+    assert label("md_ms_per_step.unit_cell") == "MD (ms/step) [unit cell]" and label("ni.a0_angstrom") == "a0 (Å) [ni]"
+    assert label("meets_targets.speed") == "meets targets [speed]"
+    assert label("cu_o_energy_difference_ev") == "Cu–O energy difference (eV)"
+    assert label("gpmin_parent_calls_percent_of_bfgs") == "GPMin parent calls (% of BFGS)"
+
+
+def test_a_notebook_summary_becomes_a_table_with_units():
+    from umlip_helpers.book.result_tables import summary_table
+
+    table = summary_table({"model": "sevennet-0", "n_rattled": 4, "frequency_mae_thz_base": 0.81234567890123,
+                           "forces_mae_ev_per_angstrom": {"naive": 0.123456789, "periodic": 0.0987654321},
+                           "energy_difference_ev": None, "strategies": [{"a": 1}], "provenance": {"x": 1}})
+    assert table.index.name == "quantity"
+    assert table["value"].to_dict() == {
+        "model": "sevennet-0", "n rattled": "4", "frequency MAE (THz) [base]": "0.812",
+        "forces MAE (eV/Å) [naive]": "0.123", "forces MAE (eV/Å) [periodic]": "0.0988", "energy difference (eV)": "–"}
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
 """The numbers of a benchmark result as tables for the book's Results page: which numbers stand for each study
 (:data:`KEY_NUMBERS`), the columns of its record tables (:data:`COLUMNS`), labels with units from JSON keys
-(:func:`label`), numbers at four significant digits, and :func:`headline_tables` (a summary, then one table per
-list or dict of records). Plain Python: nothing here needs Sphinx or docutils."""
+(:func:`label`), numbers at the digits they support (:func:`fmt`: three significant digits, four for lengths and
+volumes, counts whole), :func:`headline_tables` (a summary, then one table per list or dict of records) and
+:func:`summary_table` (a notebook's Summary dict as a table). Plain Python: nothing here needs Sphinx or docutils,
+and pandas only for :func:`summary_table`."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 #: the numbers that stand for a result: first in its headline's summary, and on each variant's line.
-#: A path is dotted keys; ``*`` takes every entry of a dict (labelled by its key) or list (by its name field).
-KEY_NUMBERS: dict[str, list[str]] = {
+#: A path is dotted keys; ``*`` takes every entry of a dict (labelled by its key) or list (by its name field); a pair
+#: of paths is one number before and after (``0.0742 → 0.0293``).
+KEY_NUMBERS: dict[str, list[str | tuple[str, str]]] = {
     "active_learning": ["summary.parent_calls_percent_of_bfgs", "summary.fraction_within_0p02_ev"],
     "active_learning_matched_prior": ["summary.parent_calls_percent_of_bfgs", "summary.fraction_within_0p02_ev"],
     "active_learning_prior": ["runs.*.summary.parent_calls_percent_of_bfgs"],
@@ -18,14 +21,15 @@ KEY_NUMBERS: dict[str, list[str]] = {
     "delta_elements": ["models.*.mean_delta_mev_per_atom"],
     "ni_properties": ["models.*.properties.C44.percent_error"],
     "foundation_errors": ["models.*.force_mae_ev_per_angstrom"],
-    "finetune_ymno3": ["results.*.test_before.forces_mae_ev_per_angstrom",
-                       "results.*.test_after.forces_mae_ev_per_angstrom"],
+    "finetune_ymno3": [("results.*.test_before.forces_mae_ev_per_angstrom",
+                        "results.*.test_after.forces_mae_ev_per_angstrom")],
     "finetune_batching": ["rows.*.speedup"],
     "md_throughput": ["overhead.*.ratio_run_md_over_bare"],
     "periodic_vs_naive": ["force_mae_ratio_periodic_over_naive", "abs_energy_error_ratio_periodic_over_naive"],
     "distillation": ["headline.md_speedup_student_over_teacher", "headline.force_mae_ratio_student_to_teacher"],
     "phonon_finetune": ["models.*.mae_ratio_finetuned_over_base"],
     "finetune_scaling": ["runs.*.speedup_over_baseline"],
+    "lammps_md": ["headline.*.lammps_over_ase_throughput", "headline.*.largest_ni_atoms_both_engines"],
 }
 
 #: the columns of a headline's record tables, where the default (every scalar field, at most MAX_COLUMNS) reads badly
@@ -76,10 +80,12 @@ COLUMNS: dict[str, dict[str, list[str]]] = {
 #: top-level keys that are not results (shown elsewhere, or only in the JSON)
 SKIP_KEYS = {"provenance", "benchmark", "command", "profile", "note", "co_geometry_note", "noise", "settings",
              "targets", "uncertainty_points", "variants", "update_comparison", "gpaw", "data", "labels", "speed",
-             "elements", "pretraining", "complete"}
+             "elements", "pretraining", "complete", "npoints", "plot"}
 #: fields that identify a record, in order of preference
-NAME_FIELDS = ("name", "model", "system", "architecture", "frames", "base_model", "seed", "lambda")
+NAME_FIELDS = ("name", "model", "system", "architecture", "frames", "base_model", "seed", "lambda", "ranks")
 MAX_COLUMNS = 9
+#: a key number of more records than this stays in its record table, out of the summary
+MAX_KEY_ROWS = 6
 #: a record table longer than this is collapsed (a <details> block)
 COLLAPSE_ROWS = 8
 
@@ -94,8 +100,16 @@ class Table:
 
 
 
-def _fmt(value: Any) -> str:
-    """Numbers to 4 significant digits (integers whole, thousands separated), the rest as text."""
+#: key endings whose numbers carry four significant digits (lengths and volumes: 3.504 vs 3.512 Å); others three
+FOUR_DIGITS = ("_angstrom", "_angstrom3_per_atom", "a0", "v0")
+#: settings, shown as given (λ 0.1, not 0.100)
+EXACT = ("lambda", "seed", "batch_size", "threads", "temperature_k", "timestep_fs", "lr", "epochs")
+
+
+def fmt(value: Any, key: str = "") -> str:
+    """A value as the book shows it: integers whole (thousands separated from 10,000), floats to three significant
+    digits with their trailing zeros (four where ``key`` names a length or volume), booleans yes/no, None as a dash,
+    the rest as text."""
     if isinstance(value, bool) or value is None:
         return {True: "yes", False: "no", None: "–"}[value]
     if isinstance(value, int):
@@ -103,9 +117,15 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if value != value:
             return "nan"
-        if value == 0 or 1e-3 <= abs(value) < 1e4:
-            return f"{value:.4g}"
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.3g}"
+        last = key.split(".")[-1]
+        if last in EXACT:
+            return f"{value:g}"
+        digits = 4 if last.endswith(FOUR_DIGITS) and not last.endswith("per_angstrom") else 3
+        if value != 0 and abs(value) < 1e-4:
+            return f"{value:.{digits - 1}e}"
+        if abs(value) < 10 ** digits:  # trailing zeros kept: 1.00 is not 1
+            return f"{value:#.{digits}g}".rstrip(".")
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.0f}"
     return str(value)
 
 
@@ -113,10 +133,16 @@ def _fmt(value: Any) -> str:
 UNITS = [("_mev_per_atom", "meV/atom"), ("_ev_per_angstrom2", "eV/Å²"), ("_ev_per_angstrom", "eV/Å"),
          ("_angstrom3_per_atom", "Å³/atom"), ("_angstrom", "Å"), ("_gpa", "GPa"), ("_mj_m2", "mJ/m²"),
          ("_thz", "THz"), ("_ev", "eV"), ("_seconds", "s"), ("_cpu_s", "s CPU"), ("_wall_s", "s wall"),
-         ("_per_s", "/s"), ("_s", "s"), ("_ms", "ms"), ("_mb", "MB"), ("_fs", "fs"), ("_k", "K")]
+         ("_per_s", "/s"), ("_ms_per_step", "ms/step"), ("_s", "s"), ("_ms", "ms"), ("_mb", "MB"), ("_gb", "GB"), ("_fs", "fs"), ("_k", "K")]
 WORDS = {"mae": "MAE", "rmse": "RMSE", "bfgs": "BFGS", "gpmin": "GPMin", "pca": "PCA", "md": "MD", "dft": "DFT",
          "gp": "GP", "0p02eV": "0.02 eV", "sevennet0": "SevenNet-0", "ni": "Ni", "b0": "B0", "a0": "a0", "v0": "V0",
-         "lambda": "λ", "percent": "%"}
+         "lambda": "λ", "percent": "%", "delta": "Δ gauge", "spearman": "Spearman", "cu": "Cu",
+         "q": "Q", "thz": "THz", "newton": "Newton", "hessian": "Hessian", "lammps": "LAMMPS", "gb": "GB",
+         "cpu": "CPU", "gpu": "GPU", "ase": "ASE"}
+#: phrases of several words, replaced before the words are
+PHRASES = {"0p02_ev": "0p02eV", "cu_o_": "Cu–O_", "x_l_": "X/L_"}
+#: a last word that qualifies the quantity before it: ``frequency_mae_thz_base`` -> frequency MAE (THz) [base]
+QUALIFIERS = ("base", "matched", "finetuned", "naive", "periodic", "before", "after", "teacher", "student")
 
 
 def label(key: str) -> str:
@@ -125,11 +151,23 @@ def label(key: str) -> str:
     parts = key.split(".")
     if len(parts) > 1 and parts[-1] == "percent_error":
         return f"{parts[-2]} error (%)"
+    if len(parts) > 1 and parts[-1] in QUALIFIERS:
+        return f"{label(parts[-2])} [{parts[-1]}]"
     if len(parts) > 1:
         head = parts[-2].replace("test_", "")
         last = label(parts[-1])
-        return last if head in ("summary", "headline") else f"{last} [{head.replace('_', ' ')}]"
-    key = key.replace("0p02_ev", "0p02eV")
+        if head in ("summary", "headline"):
+            return last
+        if not last.endswith(")") and not parts[-2].startswith("test_"):  # the quantity first, then which one
+            return f"{label(parts[-2])} [{last}]"
+        return f"{last} [{head.replace('_', ' ')}]"
+    for phrase, text in PHRASES.items():
+        key = key.replace(phrase, text)
+    rest, _, last = key.rpartition("_")
+    if last in QUALIFIERS and rest and not rest.endswith(("_over", "_to", "_vs", "_than")):
+        head = label(rest)
+        if head.endswith(")") or rest.endswith(("ratio", "mae", "error", "fraction")):
+            return f"{head} [{last}]"
     if "_percent_of_" in key:
         head, _, tail = key.partition("_percent_of_")
         return f"{label(head)} (% of {WORDS.get(tail, tail)})"
@@ -165,7 +203,7 @@ def _entries(value: Any) -> list[tuple[str, Any]]:
 
 def _record_name(record: Any, index: int) -> str:
     if isinstance(record, dict):
-        bits = [f"{WORDS.get(f, f)} {record[f]}" if f in ("lambda", "seed") else str(record[f])
+        bits = [f"{WORDS.get(f, f)} {record[f]}" if f in ("lambda", "seed", "ranks") else str(record[f])
                 for f in NAME_FIELDS if f in record and not isinstance(record[f], (dict, list))]
         extra = [f"{record[k]}" for k in ("strategy", "rules") if k in record]
         extra += [f"batch {record['batch_size']}"] if "batch_size" in record else []
@@ -175,24 +213,48 @@ def _record_name(record: Any, index: int) -> str:
     return f"#{index + 1}"
 
 
-def key_numbers(script: str, data: Any) -> list[tuple[str, str]]:
-    """The (label, value) pairs of KEY_NUMBERS[script] found in ``data``."""
+def _star_values(data: Any, path: str) -> list[tuple[str, Any]]:
+    """(name, number) of a path: one unnamed entry, or one per record where the path has ``.*.``."""
+    head, star, tail = path.partition(".*.")
+    pairs = [(name, _get(record, tail)) for name, record in _entries(_get(data, head))] if star \
+        else [("", _get(data, path))]
+    return [(name, v) for name, v in pairs if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _pair_label(before: str, after: str) -> str:
+    """``results.*.test_before.forces_mae`` and ``...test_after.forces_mae`` -> ``forces MAE [before → after]``."""
+    b, a = before.split(".")[-2:], after.split(".")[-2:]
+    if b[-1] != a[-1] or len(b) < 2:
+        return f"{label(before)} → {label(after)}"
+    return f"{label(b[-1])} [{b[0].replace('test_', '')} → {a[0].replace('test_', '')}]"
+
+
+def key_entries(script: str, data: Any) -> list[tuple[str, list[tuple[str, str]]]]:
+    """KEY_NUMBERS[script] found in ``data``: (label, [(record name or "", value text), ...]) each."""
     out = []
     for path in KEY_NUMBERS.get(script, []):
-        head, star, tail = path.partition(".*.")
-        if not star:
-            value = _get(data, path)
-            if isinstance(value, (int, float)) and value is not None:
-                out.append((label(path), _fmt(value)))
-            continue
-        values = [(name, _get(record, tail)) for name, record in _entries(_get(data, head))]
-        values = [(name, v) for name, v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if isinstance(path, tuple):
+            before, after = (dict(_star_values(data, p)) for p in path)
+            values = [(name, f"{fmt(v, path[0])} → {fmt(after[name], path[1])}")
+                      for name, v in before.items() if name in after]
+            name = _pair_label(*path)
+        else:
+            values = [(n, fmt(v, path)) for n, v in _star_values(data, path)]
+            name = label(path.partition(".*.")[2] or path)
         if values:
-            out.append((label(tail), ", ".join(f"{name} {_fmt(v)}" for name, v in values)))
+            out.append((name, values))
+    return out
+
+
+def key_numbers(script: str, data: Any) -> list[tuple[str, str]]:
+    """The (label, value) pairs of KEY_NUMBERS[script] found in ``data``; a per-record number reads
+    ``name value, name value``."""
+    out = [(name, ", ".join(f"{n} {v}" if n else v for n, v in values)) for name, values in key_entries(script, data)]
     if not out and isinstance(data, dict):  # a result of another shape: its first two summary numbers
         block = data.get("summary") or data.get("headline") or {}
-        numbers = [(k, v) for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        out = [(label(k), _fmt(v)) for k, v in numbers[:2]] if isinstance(block, dict) else []
+        numbers = [(k, v) for k, v in block.items() if isinstance(v, (int, float)) and not isinstance(v, bool)] \
+            if isinstance(block, dict) else []
+        out = [(label(k), fmt(v, k)) for k, v in numbers[:2]]
     return out
 
 
@@ -210,14 +272,21 @@ def _hidden(key: str) -> bool:
 def _summary_rows(script: str, data: dict) -> list[list[str]]:
     """quantity | value: the key numbers, then the scalars of ``summary``/``headline`` and the top level, and small
     dicts of scalars (such as one number per workflow)."""
-    rows = [[name, value] for name, value in key_numbers(script, data) if "," not in value]
+    rows = []
+    for name, values in key_entries(script, data):  # first: the finding, one row per record where there are several
+        if len(values) == 1:
+            rows.append([name, " ".join(b for b in values[0] if b)])
+        elif len(values) <= MAX_KEY_ROWS:
+            at = name.rfind(" [")
+            rows += [[f"{name[:at]} [{n}, {name[at + 2:-1]}]" if name.endswith("]") and at > 0
+                      else f"{name} [{n}]", v] for n, v in values]
     seen = {r[0] for r in rows}
 
     def add(key: str, value: Any, name: str | None = None) -> None:
         text = name or label(key)
         if text not in seen and not _hidden(key):
             seen.add(text)
-            rows.append([text, _fmt(value)])
+            rows.append([text, fmt(value, key)])
 
     for block in ("headline", "summary"):
         for key, value in (data.get(block) or {}).items() if isinstance(data.get(block), dict) else ():
@@ -225,7 +294,7 @@ def _summary_rows(script: str, data: dict) -> list[list[str]]:
                 add(key, value)
             elif isinstance(value, dict) and len(value) <= 4 and all(_is_scalar(v) for v in value.values()):
                 for sub, item in value.items():
-                    add(f"{key}_{sub}", item, f"{label(key)} [{sub.replace('_', ' ')}]")
+                    add(f"{key}_{sub}", item, f"{label(key)} [{label(str(sub))}]")
     for key, value in data.items():
         if key in SKIP_KEYS or key in ("summary", "headline"):
             continue
@@ -233,7 +302,7 @@ def _summary_rows(script: str, data: dict) -> list[list[str]]:
             add(key, value)
         elif isinstance(value, dict) and 0 < len(value) <= 4 and all(_is_scalar(v) for v in value.values()):
             for sub, item in value.items():
-                add(f"{key}_{sub}", item, f"{label(key)} [{sub.replace('_', ' ')}]")
+                add(f"{key}_{sub}", item, f"{label(key)} [{label(str(sub))}]")
     return rows
 
 
@@ -256,8 +325,11 @@ def _property_table(key: str, records: list[tuple[str, dict]]) -> Table:
         cells = []
         for entry in entries:
             error = entry.get("percent_error")
-            cells.append(_fmt(entry.get("value")) + (f" ({error:+.0f} %)" if isinstance(error, (int, float)) else ""))
-        rows.append([f"{prop} ({unit})" if unit else prop, _fmt(first.get("reference")), *cells])
+            error = f" ({error:+.0f}\u00a0%)".replace("-0\u00a0", "0\u00a0").replace("+0\u00a0", "0\u00a0") \
+                if isinstance(error, (int, float)) else ""  # no break before %; -0.4 % reads 0 %
+            cells.append(fmt(entry.get("value"), prop) + error)
+        name = prop.replace("_", " ")
+        rows.append([f"{name} ({unit})" if unit else name, fmt(first.get("reference"), prop), *cells])
     return Table(f"{key}: value (error against the reference)", ["property", "reference", *[n for n, _ in records]],
                  rows, collapsed=False)
 
@@ -274,10 +346,10 @@ def _record_table(script: str, key: str, value: Any) -> Table | None:
         columns = columns[:MAX_COLUMNS]
     named = isinstance(value, dict) and not (columns and columns[0] in NAME_FIELDS
                                              and all(columns[0] in r for _, r in records))
-    header = (["name"] if named else []) + [label(c) if c not in NAME_FIELDS else c for c in columns]
+    header = (["name"] if named else []) + [label(c) if c not in NAME_FIELDS else c.replace("_", " ") for c in columns]
     rows = []
     for name, record in records:
-        cells = [_fmt(_get(record, c)) if _is_scalar(_get(record, c)) else "…" for c in columns]
+        cells = [fmt(_get(record, c), c) if _is_scalar(_get(record, c)) else "…" for c in columns]
         rows.append(([name] if named else []) + cells)
     if not rows or not header:
         return None
@@ -293,9 +365,29 @@ def headline_tables(script: str, data: Any) -> list[Table]:
     if summary:
         tables.append(Table("summary", ["quantity", "value"], summary))
     for key, value in data.items():
-        if key in SKIP_KEYS or key in ("summary", "headline") or not _is_records(value):
+        if key in SKIP_KEYS or key == "summary" or not _is_records(value):  # a headline keyed by model is records
             continue
         table = _record_table(script, key, value)
         if table:
             tables.append(table)
     return tables
+
+
+def summary_table(summary: dict[str, Any], skip: tuple[str, ...] = ("provenance",)):
+    """A notebook's Summary dict as a pandas table: one row per number, labelled with its unit (:func:`label`),
+    shown at the digits it supports (:func:`fmt`); a dict of numbers is one row per entry (``label [entry]``),
+    lists (tables the notebook shows above) and ``skip`` keys are left out."""
+    import pandas as pd
+
+    rows: dict[str, str] = {}
+    for key, value in summary.items():
+        if key in skip or isinstance(value, list):
+            continue
+        if isinstance(value, dict):
+            for sub, item in value.items():
+                if _is_scalar(item):
+                    rows[f"{label(key)} [{label(str(sub))}]"] = fmt(item, key)
+        elif _is_scalar(value):
+            rows[label(key)] = fmt(value, key)
+    table = pd.DataFrame({"value": list(rows.values())}, index=pd.Index(list(rows), name="quantity"))
+    return table
