@@ -29,6 +29,8 @@ KEY_NUMBERS: dict[str, list[str | tuple[str, str]]] = {
     "distillation": ["headline.md_speedup_student_over_teacher", "headline.force_mae_ratio_student_to_teacher"],
     "phonon_finetune": ["models.*.mae_ratio_finetuned_over_base"],
     "finetune_scaling": ["runs.*.speedup_over_baseline"],
+    "finetune_forgetting": ["results.*.forgetting_force_rms_ev_per_angstrom",
+                            "results.*.target.forces_mae_ev_per_angstrom"],
     "lammps_md": ["headline.*.lammps_over_ase_throughput", "headline.*.largest_ni_atoms_both_engines"],
 }
 
@@ -133,12 +135,13 @@ def fmt(value: Any, key: str = "") -> str:
 UNITS = [("_mev_per_atom", "meV/atom"), ("_ev_per_angstrom2", "eV/Å²"), ("_ev_per_angstrom", "eV/Å"),
          ("_angstrom3_per_atom", "Å³/atom"), ("_angstrom", "Å"), ("_gpa", "GPa"), ("_mj_m2", "mJ/m²"),
          ("_thz", "THz"), ("_ev", "eV"), ("_seconds", "s"), ("_cpu_s", "s CPU"), ("_wall_s", "s wall"),
-         ("_per_s", "/s"), ("_ms_per_step", "ms/step"), ("_s", "s"), ("_ms", "ms"), ("_mb", "MB"), ("_gb", "GB"), ("_fs", "fs"), ("_k", "K")]
+         ("_per_s", "/s"), ("_ms_per_step", "ms/step"), ("_s", "s"), ("_ms", "ms"), ("_mb", "MB"), ("_gb", "GB"),
+         ("_fs", "fs"), ("_k", "K")]
 WORDS = {"mae": "MAE", "rmse": "RMSE", "bfgs": "BFGS", "gpmin": "GPMin", "pca": "PCA", "md": "MD", "dft": "DFT",
          "gp": "GP", "0p02eV": "0.02 eV", "sevennet0": "SevenNet-0", "ni": "Ni", "b0": "B0", "a0": "a0", "v0": "V0",
          "lambda": "λ", "percent": "%", "delta": "Δ gauge", "spearman": "Spearman", "cu": "Cu",
          "q": "Q", "thz": "THz", "newton": "Newton", "hessian": "Hessian", "lammps": "LAMMPS", "gb": "GB",
-         "cpu": "CPU", "gpu": "GPU", "ase": "ASE"}
+         "cpu": "CPU", "gpu": "GPU", "ase": "ASE", "rms": "RMS"}
 #: phrases of several words, replaced before the words are
 PHRASES = {"0p02_ev": "0p02eV", "cu_o_": "Cu–O_", "x_l_": "X/L_"}
 #: a last word that qualifies the quantity before it: ``frequency_mae_thz_base`` -> frequency MAE (THz) [base]
@@ -208,8 +211,10 @@ def _record_name(record: Any, index: int) -> str:
         extra = [f"{record[k]}" for k in ("strategy", "rules") if k in record]
         extra += [f"batch {record['batch_size']}"] if "batch_size" in record else []
         extra += [f"{record['threads']} thread(s)"] if "threads" in record else []
-        if bits:
-            return " ".join([bits[0], *extra])
+        weight = record.get("replay_weight")
+        extra += [f"replay {weight:g}"] if isinstance(weight, (int, float)) else []
+        if bits or extra:
+            return " ".join([*bits[:1], *extra])
     return f"#{index + 1}"
 
 
