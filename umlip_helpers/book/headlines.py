@@ -50,10 +50,8 @@ def committed_headline(script: str, results_dir: str | Path | None = None):
           f"{str(record.get('created_utc', 'date unknown'))[:10]}, on {machine};\nmade by: {argv}")
     headline = result.get("headline", {})
     if not headline:  # no headline key: the numbers the Results page leads with
-        rows = dict(key_numbers(script, result))
         summary = next((t.rows for t in headline_tables(script, result) if t.caption == "summary"), [])
-        for name, value in summary:
-            rows.setdefault(name, value)
+        rows = dict(summary) or dict(key_numbers(script, result))
         table = pd.DataFrame({"value": list(rows.values())}, index=list(rows))
     elif all(isinstance(v, dict) for v in headline.values()):
         table = pd.DataFrame({key: {k: _readable(v) for k, v in _flatten(inner).items()}

@@ -28,7 +28,7 @@ KEY_NUMBERS: dict[str, list[str | tuple[str, str]]] = {
     "periodic_vs_naive": ["force_mae_ratio_periodic_over_naive", "abs_energy_error_ratio_periodic_over_naive"],
     "distillation": ["headline.md_speedup_student_over_teacher", "headline.force_mae_ratio_student_to_teacher"],
     "phonon_finetune": ["models.*.mae_ratio_finetuned_over_base"],
-    "finetune_scaling": ["runs.*.speedup_over_baseline"],
+    "finetune_scaling": ["runs.*.speedup_over_one_rank"],
     "finetune_forgetting": ["results.*.forgetting_force_rms_ev_per_angstrom",
                             "results.*.target.forces_mae_ev_per_angstrom"],
     "lammps_md": ["headline.*.lammps_over_ase_throughput", "headline.*.largest_ni_atoms_both_engines"],
