@@ -49,7 +49,8 @@ from umlip_helpers.paths import data_path, results_path  # noqa: E402
 PROFILES = {
     # minutes on a laptop CPU: the pipeline, one frame, one epoch
     "ci": {"n_train": 1, "n_val": 1, "n_test": 1, "epochs": 1, "batch_size": 1, "patience": 5, "replay_frames": 4},
-    # about 45 minutes on 2 shared cores: the finetune_ymno3 ci split (2 train, 1 val, 2 test), 3 epochs
+    # the finetune_ymno3 ci split (2 train, 1 val, 2 test), 3 epochs: 32 minutes for the base and the 9 runs of
+    # lora, head, full x 0, 0.1, 1 on 2 shared cores (load 5-7), 90-310 s a run
     "cpu": {"n_train": 2, "n_val": 1, "n_test": 2, "epochs": 3, "batch_size": 1, "patience": 5, "replay_frames": 16},
     # GPU: finetune_ymno3's full split and schedule
     "full": {"n_train": 50, "n_val": 10, "n_test": 50, "epochs": 60, "batch_size": 5, "patience": 10,

@@ -86,7 +86,8 @@ def probe_structures(names: Sequence[str] = tuple(PROBES), rattle_angstrom: floa
 
 
 def shipped_other_data() -> dict[str, DFTDataset]:
-    """The shipped DFT data that the YMnO3 fine-tune never sees: the FCC Ni VASP frame."""
+    """The shipped DFT data that the YMnO3 fine-tune never sees: the FCC Ni VASP frame. (The tobermorite frame in
+    data/tobermorite carries no energy or forces, so it cannot serve.)"""
     return {"ni_fcc_vasp": read_dataset(data_path("ni", "ni_fcc_vasp.xyz"), require=("energy", "forces"))}
 
 
