@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "umlip_helpers"
 #: Each unit (a top-level module or subpackage of umlip_helpers) with its layer; a unit imports only units of its own
 #: layer or below (and never in a loop, see the cycle test).
 LAYERS: dict[str, int] = {
-    "errors": 0, "io": 0, "results": 0, "choices": 0, "paths": 0,
+    "errors": 0, "io": 0, "results": 0, "choices": 0, "settings": 0, "paths": 0,
     "models": 1, "analysis": 1, "viewers": 1,
     "data": 2, "parents": 2, "labelling": 2,
     "metrics": 3, "md": 3, "finetune": 3, "properties": 3,

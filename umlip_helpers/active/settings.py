@@ -9,34 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from types import MappingProxyType
-from typing import Any, Literal, Mapping, TypeVar, get_args
+from typing import Any, Literal, Mapping, get_args
 
 from ..choices import Correction, FirstParentCall, Query
+from ..settings import check_choice, settings_from
 
 __all__ = ["ActiveRelaxSettings", "Correction", "Fit", "FirstParentCall", "NaiveSettings", "PeriodicSettings",
            "ProductionSettings", "Query", "SamplingSettings", "Update", "check_choice", "settings_from"]
 
 Update = Literal["closed_form", "finetune", "none"]
 Fit = Literal["readout", "head", "lora", "full"]
-
-S = TypeVar("S")
-
-
-def settings_from(cls: type[S], settings: S | None, options: Mapping[str, Any], where: str) -> S:
-    """``settings`` (or the defaults of ``cls``) with the keyword ``options`` put in; an option that is not a field
-    of ``cls`` is a TypeError naming ``where``, as a misspelt keyword argument would be."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise TypeError(f"{where}() got unexpected keyword arguments: {', '.join(unknown)} (settings fields: "
-                        f"{', '.join(sorted(names))})")
-    return dataclasses.replace(settings, **options) if settings is not None else cls(**options)
-
-
-def check_choice(name: str, value: Any, choices: tuple, spelled: str) -> None:
-    """ValueError ``"{name} must be {spelled}, not {value!r}"`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name} must be {spelled}, not {value!r}")
 
 
 def _check_positive_or_none(name: str, value: float | None) -> None:

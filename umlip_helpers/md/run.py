@@ -3,7 +3,6 @@ guard, the log and the trajectory, and the result."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -19,6 +18,7 @@ from ..choices import Ensemble
 from ..errors import UmlipError, UnstableStructure
 from ..io import atomic_write_json, atomic_write_text, check_same_settings, provenance
 from ..models import check_elements
+from ..settings import settings_from
 from .dynamics import conserved_energy, latest, make_dynamics, noise_rng, pressure_gpa
 from .files import LOG_COLUMNS, LOG_NAME, RUN_NAME, TRAJECTORY_NAME, UNSTABLE_NAME, log_line, read_last_frame, read_log
 from .guard import stop_reason, ProximityGuard
@@ -71,11 +71,7 @@ def run_md(
     """
     given = {name: value for name, value in (("ensemble", ensemble), ("temperature_k", temperature_k),
                                              ("timestep_fs", timestep_fs), ("steps", steps)) if value is not None}
-    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(MDSettings)})
-    if unknown:
-        raise TypeError(f"run_md() got unexpected keyword arguments: {', '.join(unknown)}")
-    options = {**given, **options}
-    settings = dataclasses.replace(settings, **options) if settings is not None else MDSettings(**options)
+    settings = settings_from(MDSettings, settings, {**given, **options}, "run_md")
     check_elements(atoms, calc, where="run_md")
     run = _MDRun(atoms, calc, settings, out_dir, resume, overwrite)
     run.integrate(progress)
