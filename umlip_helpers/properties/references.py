@@ -16,10 +16,11 @@ from typing import Sequence
 
 import numpy as np
 
+from ..paths import data_path
 from ..results import Result
 
 #: literature tables (quantity, value, unit, method, source), read in this order
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "data" / "references"
+REFERENCE_DIR = data_path("references")
 LITERATURE_FILES = ("ni_literature.csv", "ni_defects_alloys_literature.csv", "ni_gpaw_pbe.csv")
 
 
