@@ -47,8 +47,10 @@ from umlip_helpers.models import ShiftedCalculator, load_calculator  # noqa: E40
 from umlip_helpers.paths import data_path, results_path  # noqa: E402
 
 PROFILES = {
-    # minutes on a laptop CPU: the pipeline, one frame, one epoch
-    "ci": {"n_train": 1, "n_val": 1, "n_test": 1, "epochs": 1, "batch_size": 1, "patience": 5, "replay_frames": 4},
+    # minutes on a laptop CPU: the pipeline, one frame, two epochs (replay acts from the second step on: at the
+    # first the model is the base, which fits the replay labels exactly, so their gradient is zero; where the
+    # validation loss rises at the second epoch, early stopping keeps the first, and replay shows no effect)
+    "ci": {"n_train": 1, "n_val": 1, "n_test": 1, "epochs": 2, "batch_size": 1, "patience": 5, "replay_frames": 4},
     # the finetune_ymno3 ci split (2 train, 1 val, 2 test), 3 epochs: 32 minutes for the base and the 9 runs of
     # lora, head, full x 0, 0.1, 1 on 2 shared cores (load 5-7), 90-310 s a run
     "cpu": {"n_train": 2, "n_val": 1, "n_test": 2, "epochs": 3, "batch_size": 1, "patience": 5, "replay_frames": 16},
