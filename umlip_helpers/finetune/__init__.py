@@ -5,6 +5,9 @@ other eSCN-MD models (fairchem) and PET (a metatrain ``.ckpt``; an exported Torc
 
 The output directory holds the fine-tuned weights (LoRA adapters or trained tensors, safetensors), the manifest
 ``umlip_model.json`` and the training log; ``load_calculator(out_dir)`` loads it as an ASE calculator.
+
+One piece: the one entry point of fine-tuning: its settings, the run around the trainer, its report and its
+command.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """One training loop for every family: energy-reference alignment, weighted energy/force/stress loss, AdamW with a
 warm-up + cosine schedule, gradient clipping, early stopping, per-epoch atomic checkpoints and exact resume, and an
-optional bf16 autocast forward (:func:`forward_precision`)."""
+optional bf16 autocast forward (:func:`forward_precision`).
+
+One piece: the one training loop: loss, precision, schedule, checkpoints and resume all serve train().
+"""
 
 from __future__ import annotations
 
