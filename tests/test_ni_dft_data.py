@@ -135,6 +135,10 @@ def test_label_frames_writes_each_frame_and_skips_finished_ones(tmp_path, script
     assert two.info["kind"] == "test" and not list(tmp_path.glob(".*.tmp"))
 
 
+#: the most a frame re-labelled by the test may have cost when it was labelled (one shared core)
+MAX_RELABEL_SECONDS = 900
+
+
 @pytest.mark.slow
 @pytest.mark.gpaw
 def test_fresh_gpaw_single_point_reproduces_the_cheapest_frames(frames, script, provenance):
@@ -143,7 +147,9 @@ def test_fresh_gpaw_single_point_reproduces_the_cheapest_frames(frames, script, 
     assert settings["ecut_ev"] == script.SETTINGS.ecut_ev
     assert settings["kpts_density_per_inv_angstrom"] == script.SETTINGS.kpts_density_per_inv_angstrom
     factory = script.parent()
-    with_forces = [n for n, a in frames.items() if np.abs(a.calc.results["forces"]).max() > 0.01]
+    # a frame with non-zero forces too, but only a cheap one: the slab and GSF columns took about an hour each
+    with_forces = [n for n, a in frames.items() if np.abs(a.calc.results["forces"]).max() > 0.01
+                   and a.info["label_seconds"] <= MAX_RELABEL_SECONDS]
     cheapest_with_forces = min(with_forces, key=lambda n: frames[n].info["label_seconds"]) if with_forces else None
     for name in ["eos_dv+0pct", cheapest_with_forces]:
         if name is None:
