@@ -9,6 +9,8 @@ Device = Literal["auto", "cpu", "cuda"]
 Strategy = Literal["lora", "head", "full"]
 #: the fine-tuning forward's arithmetic: fp32, or bf16 autocast with weights, gradients and loss in fp32
 Precision = Literal["fp32", "bf16"]
+#: the fine-tuning loss's shape per term: squared error, or Huber (squared near zero, linear beyond a delta)
+LossFunction = Literal["mse", "huber"]
 ExportFormat = Literal["lammps"]
 Ensemble = Literal["nvt", "npt", "nve"]
 Thermostat = Literal["langevin", "nose-hoover", "bussi"]

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, Optimizer, ParentName, Precision,
-                      Query, Scheduler, Strategy, StudentArchitecture, options)
+from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, LossFunction, Optimizer, ParentName,
+                      Precision, Query, Scheduler, Strategy, StudentArchitecture, options)
 from .errors import UmlipError
 
 #: command -> "module:function"; each function takes the parsed Namespace and returns a JSON-able dict
@@ -109,6 +109,10 @@ def _finetune_command(sub) -> None:
     p.add_argument("--energy-weight", type=float, default=None, help="loss weight per (meV/atom)^2 (default 0.01)")
     p.add_argument("--force-weight", type=float, default=None, help="loss weight per (eV/Å)^2 (default 1)")
     p.add_argument("--stress-weight", type=float, default=None, help="loss weight per GPa^2 (default 0.01)")
+    p.add_argument("--loss", choices=options(LossFunction), default=None,
+                   help="squared error (mse, the default) or Huber per term")
+    p.add_argument("--huber-delta", type=float, default=None,
+                   help="Huber's delta in eV/Å for forces, x10 in meV/atom and GPa (default 0.01)")
     p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replay-weight", type=float, default=None,

@@ -380,7 +380,8 @@ def cli_finetune(args) -> dict[str, Any] | None:
     set_threads(args.threads)
     weights = LossWeights(**{field: value for field, value in (
         ("energy_per_atom_mev", args.energy_weight), ("forces_ev_per_angstrom", args.force_weight),
-        ("stress_gpa", args.stress_weight)) if value is not None})
+        ("stress_gpa", args.stress_weight), ("function", args.loss),
+        ("huber_delta_ev_per_angstrom", args.huber_delta)) if value is not None})
     report = finetune(args.model, args.train, args.val, strategy=args.strategy, out=args.out, epochs=args.epochs,
                       batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume,
                       lr=args.lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, loss_weights=weights,

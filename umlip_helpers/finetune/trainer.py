@@ -24,7 +24,7 @@ from ase.units import GPa
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from ..choices import Precision, options
+from ..choices import LossFunction, Precision, options
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
@@ -52,6 +52,23 @@ class LossWeights:
     energy_per_atom_mev: float = 0.01
     forces_ev_per_angstrom: float = 1.0
     stress_gpa: float = 0.01
+    #: "mse", or "huber": twice Huber's loss per component, equal to the squared error below the delta and linear
+    #: above it (sevenn's fine-tuning preset uses Huber); the delta in eV/Å for forces, the same in the equivalent
+    #: units above for energy (x10 meV/atom) and stress (x10 GPa)
+    function: LossFunction = "mse"
+    huber_delta_ev_per_angstrom: float = 0.01
+
+    def __post_init__(self):
+        if self.function not in options(LossFunction):
+            raise ValueError(f"loss function must be one of {', '.join(options(LossFunction))}, got {self.function!r}")
+        if self.huber_delta_ev_per_angstrom <= 0:
+            raise ValueError(f"huber_delta_ev_per_angstrom must be > 0, got {self.huber_delta_ev_per_angstrom}")
+
+    def penalty(self, residual: torch.Tensor, squared_mean: torch.Tensor, delta: float) -> torch.Tensor:
+        """The loss term of ``residual`` (in its natural unit) whose mean square is ``squared_mean``."""
+        if self.function == "mse":
+            return squared_mean
+        return 2 * torch.nn.functional.huber_loss(residual, torch.zeros_like(residual), delta=delta)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,14 +248,18 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
     predictions = _predict_for_loss(adapter, module, [sample.prepared for sample in samples], training, precision)
     terms: dict[str, list[torch.Tensor]] = {"loss": []}
     for sample, (energy, forces, stress) in zip(samples, predictions):
-        parts = {"energy": ((energy - sample.energy_target_ev) / sample.n_atoms * 1000) ** 2}
-        loss = weights.energy_per_atom_mev * parts["energy"]
+        delta = weights.huber_delta_ev_per_angstrom
+        residual = (energy - sample.energy_target_ev) / sample.n_atoms * 1000
+        parts = {"energy": residual ** 2}
+        loss = weights.energy_per_atom_mev * weights.penalty(residual, parts["energy"], 10 * delta)
         if weights.forces_ev_per_angstrom and sample.forces is not None:
-            parts["forces"] = ((forces - sample.forces.to(forces.dtype)) ** 2).mean()
-            loss = loss + weights.forces_ev_per_angstrom * parts["forces"]
+            residual = forces - sample.forces.to(forces.dtype)
+            parts["forces"] = (residual ** 2).mean()
+            loss = loss + weights.forces_ev_per_angstrom * weights.penalty(residual, parts["forces"], delta)
         if weights.stress_gpa and sample.stress_ev_a3 is not None:
-            parts["stress"] = (((stress - sample.stress_ev_a3.to(stress.dtype)) / GPa) ** 2).mean()
-            loss = loss + weights.stress_gpa * parts["stress"]
+            residual = (stress - sample.stress_ev_a3.to(stress.dtype)) / GPa
+            parts["stress"] = (residual ** 2).mean()
+            loss = loss + weights.stress_gpa * weights.penalty(residual, parts["stress"], 10 * delta)
         loss = loss * sample.weight if sample.weight != 1.0 else loss
         for key, value in {"loss": loss, **parts}.items():
             terms.setdefault(key, []).append(value)

@@ -1,0 +1,68 @@
+"""The fine-tuning loss's shape (``LossWeights.function``, ``umlip finetune --loss huber``): Huber equals the squared
+error below its delta and grows linearly beyond it, on a tiny random SevenNet and real YMnO3 VASP frames."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sevenn")
+
+from umlip_helpers.finetune.trainer import LossWeights, batch_loss, make_samples, prepare_samples  # noqa: E402
+from umlip_helpers.models import MANIFEST_NAME, adapter_for, get_family, load_calculator  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_sevennet(tmp_path_factory):
+    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
+
+
+def test_huber_is_the_squared_error_below_delta_and_linear_beyond():
+    residual = torch.tensor([0.001, -0.004, 0.5, -2.0])
+    huber = LossWeights(function="huber", huber_delta_ev_per_angstrom=0.01)
+    small, large = residual[:2], residual[2:]
+    assert float(huber.penalty(small, (small ** 2).mean(), 0.01)) == pytest.approx(float((small ** 2).mean()))
+    expected = float((2 * 0.01 * large.abs() - 0.01 ** 2).mean())  # 2 * delta * (|r| - delta / 2)
+    assert float(huber.penalty(large, (large ** 2).mean(), 0.01)) == pytest.approx(expected)
+    assert float(LossWeights().penalty(large, (large ** 2).mean(), 0.01)) == pytest.approx(float((large ** 2).mean()))
+
+
+def test_huber_loss_on_real_frames_matches_mse_for_a_large_delta_and_caps_large_errors(tiny_sevennet, ymno3_frames):
+    calc = load_calculator(tiny_sevennet, device="cpu")
+    adapter = adapter_for(calc)
+    module = adapter.module(calc)
+    frames = ymno3_frames[:2]
+    samples = make_samples(frames, prepare_samples(adapter, calc, frames, "test", progress=False), {}, "cpu")
+    losses = {}
+    for name, weights in {"mse": LossWeights(), "huber_wide": LossWeights(function="huber",
+                                                                           huber_delta_ev_per_angstrom=1e6),
+                          "huber": LossWeights(function="huber")}.items():
+        loss, sums = batch_loss(adapter, module, samples, weights, training=False)
+        losses[name] = (float(loss.detach()), sums)
+    assert losses["huber_wide"][0] == pytest.approx(losses["mse"][0], rel=1e-6)
+    # the raw random model is eV off per atom: Huber's linear arm makes the loss far smaller than the squared error
+    assert losses["huber"][0] < 0.1 * losses["mse"][0]
+    # the logged squared errors are the same whatever the loss's shape
+    assert losses["huber"][1]["forces"] == pytest.approx(losses["mse"][1]["forces"])
+
+
+def test_huber_from_the_command_line_is_recorded_and_bad_values_are_refused(tiny_sevennet, ymno3_frames, tmp_path):
+    from umlip_helpers.cli import main
+
+    train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
+    (tmp_path / "ft.yml").write_text("loss: huber\nhuber-delta: 0.05\nepochs: 1\n")
+    code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "head",
+                 "--config", str(tmp_path / "ft.yml"), "--batch-size", "2", "--out", str(tmp_path / "cli"),
+                 "--device", "cpu"])
+    assert code == 0
+    weights = json.loads((tmp_path / "cli" / MANIFEST_NAME).read_text())["hyperparameters"]["weights"]
+    assert weights["function"] == "huber" and weights["huber_delta_ev_per_angstrom"] == 0.05
+    with pytest.raises(SystemExit):
+        main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--loss", "l1",
+              "--out", str(tmp_path / "no")])
+    with pytest.raises(ValueError, match="loss function must be one of mse, huber"):
+        LossWeights(function="l1")
+    with pytest.raises(ValueError, match="huber_delta_ev_per_angstrom must be > 0"):
+        LossWeights(function="huber", huber_delta_ev_per_angstrom=0.0)
