@@ -54,12 +54,16 @@ def offline_models() -> list[str]:
     return available
 
 
-def run_model(calc, settings: dict) -> tuple[dict, dict]:
-    """(results by property, wall seconds by property) for FCC Ni with one calculator."""
+def run_model(calc, settings: dict, only=None) -> tuple[dict, dict]:
+    """(results by property, wall seconds by property) for FCC Ni with one calculator. ``only``: the keys to compute
+    (eos, elastic, phonons, vacancy, stacking_fault, surfaces, gb_<boundary>, migration; default all); the relaxed
+    cubic cell ("relax") is always computed."""
     fmax = settings["fmax"]
     timings, results = {}, {}
 
     def timed(key, func, *args, **kwargs):
+        if only is not None and key != "relax" and key not in only:
+            return None
         start = time.perf_counter()
         results[key] = func(*args, **kwargs)
         timings[key] = time.perf_counter() - start
