@@ -61,7 +61,7 @@ book: setup $(MATHJAX)
 	$(PY) -m umlip_helpers.book --profile $(PROFILE)
 
 bench: setup
-	for script in benchmarks/*.py; do $(PY) $$script || exit 1; done
+	for script in benchmarks/[!_]*.py; do $(PY) $$script || exit 1; done
 
 clean-book:
 	rm -rf _build

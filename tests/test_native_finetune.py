@@ -1,4 +1,4 @@
-"""benchmarks/native_finetune.py: one tiny native fine-tuning run per family (2 YMnO3 frames, 1 epoch), its record,
+"""benchmarks/_native_finetune.py: one tiny native fine-tuning run per family (2 YMnO3 frames, 1 epoch), its record,
 a CPU calculator on its best checkpoint, and the saved record returned on a second call without rerunning."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import native_finetune as nf  # noqa: E402
+from benchmarks import _native_finetune as nf  # noqa: E402
 
 FAMILIES = {"sevennet": ("sevenn", nf.run_sevenn), "chgnet": ("chgnet", nf.run_chgnet)}
 

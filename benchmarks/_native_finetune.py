@@ -5,7 +5,7 @@
   (continues from the shipped SevenNet-0_11July2024 weights), changed only where :func:`sevenn_settings` says.
 - CHGNet: ``chgnet.trainer.Trainer`` with its own defaults (Adam, CosLR, MSE, lr 1e-3, e/f/s ratios 1/1/0.1) on
   ``StructureData`` from ``CHGNet.load()`` (0.3.0), run by this file's own entry point
-  (``python benchmarks/native_finetune.py chgnet WORKDIR``).
+  (``python benchmarks/_native_finetune.py chgnet WORKDIR``).
 
 Each run is one single-threaded subprocess (OMP/MKL threads 1, HF_HUB_OFFLINE=1), so its wall time (graph building
 included) and peak RSS (``os.wait4``'s rusage of that child alone) are its own. The frames go in as extxyz files
@@ -77,7 +77,7 @@ def _write_frames(atoms_list, path: Path) -> str:
     return path.name
 
 
-def _run_timed(command: list, workdir: Path, log_name: str) -> tuple[float, float]:
+def run_timed(command: list, workdir: Path, log_name: str) -> tuple[float, float]:
     """Run command in workdir, single-threaded; return (wall seconds, peak RSS in MB of that child)."""
     env = os.environ | CHILD_ENV
     with open(workdir / log_name, "w") as log:
@@ -123,7 +123,7 @@ def run_sevenn(train: list, val: list, epochs: int, batch_size: int, workdir: Pa
                                _write_frames(val, workdir / "valid.extxyz"))
     (workdir / "input.yaml").write_text(yaml.safe_dump(settings, sort_keys=False))
     command = [str(Path(sys.executable).with_name("sevenn")), "train", "input.yaml"]
-    wall, rss = _run_timed(command, workdir, "sevenn_stdout.log")
+    wall, rss = run_timed(command, workdir, "sevenn_stdout.log")
     best = workdir / "checkpoint_best.pth"
     if not best.exists():
         raise RuntimeError(f"sevenn wrote no {best}; see {workdir / 'log.sevenn'}")
@@ -156,7 +156,7 @@ def run_chgnet(train: list, val: list, epochs: int, batch_size: int, workdir: Pa
     _write_frames(val, workdir / settings["valid_file"])
     (workdir / "chgnet_settings.json").write_text(json.dumps(settings, indent=1))
     command = [sys.executable, str(Path(__file__).resolve()), "chgnet", str(workdir)]
-    wall, rss = _run_timed(command, workdir, "chgnet_stdout.log")
+    wall, rss = run_timed(command, workdir, "chgnet_stdout.log")
     settings["trainer_args"] = json.loads((workdir / "chgnet_trainer_args.json").read_text())
     best = sorted((workdir / settings["save_dir"]).glob("bestE_*.pth.tar"))
     if len(best) != 1:
@@ -218,7 +218,7 @@ def native_calculator(run: NativeRun):
     raise ValueError(f"unknown family {run.family!r}")
 
 
-if __name__ == "__main__":  # internal entry point: python benchmarks/native_finetune.py chgnet WORKDIR
+if __name__ == "__main__":  # internal entry point: python benchmarks/_native_finetune.py chgnet WORKDIR
     if sys.argv[1:2] != ["chgnet"] or len(sys.argv) != 3:
-        sys.exit("usage (internal, run by run_chgnet): python benchmarks/native_finetune.py chgnet WORKDIR")
+        sys.exit("usage (internal, run by run_chgnet): python benchmarks/_native_finetune.py chgnet WORKDIR")
     _chgnet_child(Path(sys.argv[2]))

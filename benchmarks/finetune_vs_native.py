@@ -1,0 +1,228 @@
+"""The project's fine-tuning defaults against each family's own trainer, on the same frames, epochs and batch size.
+
+    python benchmarks/finetune_vs_native.py [--budget small|large] [--families sevennet,chgnet] [--workdir DIR]
+    python benchmarks/finetune_vs_native.py --sweep lr=5e-4,2e-3 stress_weight=0.01,0.1 loss=mse,huber
+                                            [--budget small] [--families sevennet]
+
+Frames, all from ``data/ymno3/ymno3_vasp_200.xyz`` (VASP, 120 atoms): training = the first 8 (``small``: 5 epochs)
+or 50 (``large``: 20 epochs), batch 4; validation = frames 150-154, which both trainers see for their best epoch and
+on which the defaults were chosen (``--sweep``); test = frames 180-199, seen by nobody until the end.
+
+Three sides per family, each measured on the test frames (force, stress and raw energy MAE: no re-alignment):
+
+* ``base``: the foundation model as shipped;
+* ``umlip``: ``umlip finetune --strategy full`` with its defaults (one subprocess, one thread);
+* ``native``: the family's own trainer with its own fine-tuning settings (``_native_finetune.py``: sevenn's
+  ``fine_tune.yaml`` preset, CHGNet's ``Trainer`` defaults), one subprocess, one thread.
+
+Wall time and peak memory are each subprocess's own, the two trainers run one after the other on the same cores.
+Each side is written to ``benchmarks/results/finetune_vs_native/<budget>/<family>_<side>.json`` as it finishes, and a
+rerun skips those already there. The table goes to the headline ``finetune_vs_native.json`` (small and large are
+merged into it). ``--sweep`` fine-tunes with each combination of the given hyperparameters and scores it on the
+validation frames only; its table goes to ``finetune_vs_native/sweep_<budget>_<family>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _native_finetune as native  # noqa: E402
+from umlip_helpers.data import DFTDataset, read_dataset  # noqa: E402
+from umlip_helpers.io import atomic_write_json, benchmark_provenance  # noqa: E402
+from umlip_helpers.metrics import evaluate  # noqa: E402
+from umlip_helpers.models import load_calculator  # noqa: E402
+from umlip_helpers.paths import data_path, results_path  # noqa: E402
+
+BUDGETS = {"small": {"n_train": 8, "epochs": 5, "batch_size": 4},
+           "large": {"n_train": 50, "epochs": 20, "batch_size": 4}}
+VAL_FRAMES, TEST_FRAMES = range(150, 155), range(180, 200)
+MODELS = {"sevennet": "sevennet-0", "chgnet": "chgnet-0.3.0"}
+#: --sweep keys and the `umlip finetune` flag each sets
+SWEEP_FLAGS = {"lr": "--lr", "stress_weight": "--stress-weight", "energy_weight": "--energy-weight",
+               "force_weight": "--force-weight", "loss": "--loss", "huber_delta": "--huber-delta"}
+#: how the sweep scores a setting on the validation frames: force and stress MAE, each relative to the base model's
+SCORE = "forces_mae / base forces_mae + stress_mae / base stress_mae"
+
+
+def frames(budget: dict) -> tuple[DFTDataset, DFTDataset, DFTDataset]:
+    data = read_dataset(data_path("ymno3", "ymno3_vasp_200.xyz"), require=("energy", "forces", "stress"))
+    return data[:budget["n_train"]], data[list(VAL_FRAMES)], data[list(TEST_FRAMES)]
+
+
+def errors(calc, dataset: DFTDataset) -> dict:
+    result = evaluate(calc, dataset, progress=False)
+    return {"forces_mae_ev_per_angstrom": result.force_mae_ev_per_angstrom, "stress_mae_gpa": result.stress_mae_gpa,
+            "energy_mae_raw_mev_per_atom": result.energy_mae_mev_per_atom}
+
+
+def portable(command: list) -> list[str]:
+    """``command`` with file paths cut to their names (no machine paths in results)."""
+    return [Path(c).name if os.sep in str(c) else str(c) for c in command]
+
+
+def umlip_command(family: str, budget: dict, files: dict[str, Path], out: Path, extra: list[str] = ()) -> list[str]:
+    """``umlip finetune`` with its defaults: only the budget, the data and where it runs are given."""
+    return [sys.executable, "-m", "umlip_helpers.cli", "finetune", "--model", MODELS[family], "--strategy", "full",
+            "--train", str(files["train"]), "--val", str(files["val"]), "--epochs", str(budget["epochs"]),
+            "--batch-size", str(budget["batch_size"]), "--device", "cpu", "--threads", "1", "--out", str(out),
+            *extra]
+
+
+def run_umlip(family: str, budget: dict, files: dict[str, Path], workdir: Path, extra: list[str] = ()) -> dict:
+    out = workdir / ("umlip" + "".join(extra).replace("--", "_"))
+    command = umlip_command(family, budget, files, out, list(extra))
+    wall, rss = native.run_timed(command, workdir, f"{out.name}.log")
+    manifest = json.loads((out / "umlip_model.json").read_text())
+    return {"wall_seconds": wall, "peak_rss_mb": rss, "out": str(out), "command": portable(["umlip", *command[3:]]),
+            "settings": manifest["hyperparameters"], "best_epoch": manifest["report"]["best_epoch"],
+            "epochs_run": manifest["report"]["epochs_run"]}
+
+
+def side(name: str, family: str, budget_name: str, sets, files, workdir: Path, args) -> dict:
+    """One side's record (stored, or trained and measured now)."""
+    path = results_path("finetune_vs_native", budget_name, f"{family}_{name}.json")
+    if path.is_file():
+        return json.loads(path.read_text())
+    budget, (train, val, test) = BUDGETS[budget_name], sets
+    print(f"{family} {budget_name}: {name} ...", flush=True)
+    if name == "base":
+        record, calc = {}, load_calculator(MODELS[family], device="cpu")
+    elif name == "umlip":
+        record = run_umlip(family, budget, files, workdir)
+        calc = load_calculator(record.pop("out"), device="cpu")
+    else:
+        trainer = native.run_sevenn if family == "sevennet" else native.run_chgnet
+        run = trainer([f.atoms for f in train], [f.atoms for f in val], budget["epochs"], budget["batch_size"],
+                      workdir / "native")
+        record = {"wall_seconds": run.wall_seconds, "peak_rss_mb": run.peak_rss_mb, "settings": run.settings,
+                  "command": portable(run.command)}
+        calc = native.native_calculator(run)
+    record = {"family": family, "side": name, "budget": budget_name, **budget, **record, "test": errors(calc, test),
+              "provenance": benchmark_provenance(__file__, args.argv, None, family=family, side=name,
+                                                 budget=budget_name, val_frames=list(VAL_FRAMES),
+                                                 test_frames=list(TEST_FRAMES))}
+    atomic_write_json(path, record)
+    return record
+
+
+def write_frames(sets, workdir: Path) -> dict[str, Path]:
+    return {name: dataset.write_extxyz(workdir / f"{name}.extxyz") for name, dataset in zip(("train", "val"), sets)}
+
+
+def compare(args) -> dict:
+    headline_path = results_path("finetune_vs_native.json")
+    headline = json.loads(headline_path.read_text()) if headline_path.is_file() else {"results": {}}
+    for budget_name in args.budget.split(","):
+        sets = frames(BUDGETS[budget_name])
+        for family in args.families.split(","):
+            workdir = Path(args.workdir or tempfile.mkdtemp(prefix="finetune_vs_native_")) / budget_name / family
+            workdir.mkdir(parents=True, exist_ok=True)
+            files = write_frames(sets, workdir)
+            records = {name: side(name, family, budget_name, sets, files, workdir, args)
+                       for name in ("base", "umlip", "native")}
+            headline["results"].setdefault(budget_name, {})[family] = table(records)
+    headline.update(benchmark="finetune_vs_native", budgets=BUDGETS,
+                    frames={"file": "data/ymno3/ymno3_vasp_200.xyz", "validation": [VAL_FRAMES.start,
+                            VAL_FRAMES.stop - 1], "test": [TEST_FRAMES.start, TEST_FRAMES.stop - 1]},
+                    runs="finetune_vs_native/<budget>/<family>_<side>.json",
+                    headline=headline_table(headline["results"]), comparison=comparison(headline["results"]),
+                    provenance=benchmark_provenance(__file__, args.argv, None, profile=args.budget,
+                                                    families=args.families, threads=1, device="cpu"))
+    atomic_write_json(headline_path, headline)
+    return headline
+
+
+def table(records: dict[str, dict]) -> dict:
+    """The side-by-side rows, and the ratios native / umlip of time and memory (>1: umlip is faster / leaner)."""
+    rows = {name: {**r["test"], **{k: r.get(k) for k in ("wall_seconds", "peak_rss_mb")}} for name, r in records.items()}
+    umlip, native = records["umlip"], records["native"]
+    return {"rows": rows, "wall_ratio_native_over_umlip": native["wall_seconds"] / umlip["wall_seconds"],
+            "memory_ratio_native_over_umlip": native["peak_rss_mb"] / umlip["peak_rss_mb"],
+            "umlip_wins": {key: rows["umlip"][key] <= rows["native"][key]
+                           for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa")}}
+
+
+HEADLINE_COLUMNS = {"force MAE (eV/Å)": "forces_mae_ev_per_angstrom", "stress MAE (GPa)": "stress_mae_gpa",
+                    "energy MAE raw (meV/atom)": "energy_mae_raw_mev_per_atom", "wall (s)": "wall_seconds",
+                    "peak memory (MB)": "peak_rss_mb"}
+
+
+def headline_table(results: dict) -> dict:
+    """One column per measure, one row per family, budget and side."""
+    return {label: {f"{family} {budget}: {side}": row[key] for budget, families in results.items()
+                    for family, compared in families.items() for side, row in compared["rows"].items()}
+            for label, key in HEADLINE_COLUMNS.items()}
+
+
+def comparison(results: dict) -> dict:
+    """Per family and budget: native and umlip test errors side by side, and the time and memory ratios."""
+    out = {}
+    for budget, families in results.items():
+        for family, compared in families.items():
+            rows = compared["rows"]
+            out[f"{family} {budget}"] = {
+                side: {key: rows[side][key] for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa",
+                                                        "energy_mae_raw_mev_per_atom")} for side in ("native", "umlip")
+            } | {key: compared[key] for key in ("wall_ratio_native_over_umlip", "memory_ratio_native_over_umlip")}
+    return out
+
+
+def sweep(args) -> dict:
+    """Fine-tune with every combination of the given settings; score each on the validation frames."""
+    grid = dict(item.split("=", 1) for item in args.sweep)
+    unknown = set(grid) - set(SWEEP_FLAGS)
+    if unknown:
+        raise SystemExit(f"--sweep takes {', '.join(SWEEP_FLAGS)}; not {', '.join(sorted(unknown))}")
+    results = {}
+    for budget_name, family in itertools.product(args.budget.split(","), args.families.split(",")):
+        sets = frames(BUDGETS[budget_name])
+        workdir = Path(args.workdir or tempfile.mkdtemp(prefix="finetune_sweep_")) / budget_name / family
+        workdir.mkdir(parents=True, exist_ok=True)
+        files = write_frames(sets, workdir)
+        store = results_path("finetune_vs_native", f"sweep_{budget_name}_{family}.json")
+        done = json.loads(store.read_text()) if store.is_file() else {"runs": {}}
+        base = done.get("base_val") or errors(load_calculator(MODELS[family], device="cpu"), sets[1])
+        for values in itertools.product(*(grid[key].split(",") for key in grid)):
+            setting = dict(zip(grid, values))
+            name = " ".join(f"{k}={v}" for k, v in setting.items())
+            if name not in done["runs"]:
+                print(f"sweep {family} {budget_name}: {name}", flush=True)
+                extra = [part for key, value in setting.items() for part in (SWEEP_FLAGS[key], value)]
+                record = run_umlip(family, BUDGETS[budget_name], files, workdir, extra)
+                record["val"] = errors(load_calculator(record.pop("out"), device="cpu"), sets[1])
+                record["score"] = (record["val"]["forces_mae_ev_per_angstrom"] / base["forces_mae_ev_per_angstrom"]
+                                   + record["val"]["stress_mae_gpa"] / base["stress_mae_gpa"])
+                done["runs"][name] = record
+            done.update(base_val=base, score=SCORE, family=family, budget=budget_name,
+                        best=min(done["runs"], key=lambda n: done["runs"][n]["score"]),
+                        provenance=benchmark_provenance(__file__, args.argv, None, sweep=args.sweep))
+            atomic_write_json(store, done)
+        results[f"{budget_name}/{family}"] = done
+    return results
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--budget", default="small", help="small, large or small,large")
+    parser.add_argument("--families", default="sevennet,chgnet")
+    parser.add_argument("--sweep", nargs="*", default=None, metavar="KEY=V1,V2",
+                        help=f"choose defaults on the validation frames; keys: {', '.join(SWEEP_FLAGS)}")
+    parser.add_argument("--workdir", default=None, help="where the models are trained (default: temporary)")
+    args = parser.parse_args(argv)
+    args.argv = argv
+    return sweep(args) if args.sweep else compare(args)
+
+
+if __name__ == "__main__":
+    main()
