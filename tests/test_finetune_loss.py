@@ -3,6 +3,7 @@ error below its delta and grows linearly beyond it, on a tiny random SevenNet an
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sevenn")
 
-from umlip_helpers.finetune.trainer import LossWeights, batch_loss, make_samples, prepare_samples  # noqa: E402
+from umlip_helpers.finetune.trainer import (DEFAULT_LOSS, DEFAULT_LR, Hyperparameters, LossWeights,  # noqa: E402
+                                            batch_loss, make_samples, prepare_samples)
 from umlip_helpers.models import MANIFEST_NAME, adapter_for, get_family, load_calculator  # noqa: E402
 
 
@@ -66,3 +68,24 @@ def test_huber_from_the_command_line_is_recorded_and_bad_values_are_refused(tiny
         LossWeights(function="l1")
     with pytest.raises(ValueError, match="huber_delta_ev_per_angstrom must be > 0"):
         LossWeights(function="huber", huber_delta_ev_per_angstrom=0.0)
+
+
+def test_each_strategy_has_its_default_loss_and_a_flag_overrides_one_field(tiny_sevennet, ymno3_frames, tmp_path):
+    """full's defaults (Huber, stress weight 0.1, lr 4e-3: benchmarks/finetune_vs_native.py --sweep) apply when no
+    loss is given; a flag changes its one field and keeps the rest of the strategy's default."""
+    from umlip_helpers.cli import main
+
+    assert Hyperparameters(strategy="full").weights == DEFAULT_LOSS["full"] == LossWeights(stress_gpa=0.1,
+                                                                                        function="huber")
+    assert Hyperparameters(strategy="full").lr == DEFAULT_LR["full"] == 4e-3
+    assert Hyperparameters(strategy="lora").weights == Hyperparameters(strategy="head").weights == LossWeights()
+    given = LossWeights(stress_gpa=0.0)
+    assert Hyperparameters(strategy="full", weights=given).weights is given
+    train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
+    code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "full",
+                 "--stress-weight", "0.5", "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "full"),
+                 "--device", "cpu"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "full" / MANIFEST_NAME).read_text())["hyperparameters"]
+    assert manifest["weights"] == {**dataclasses.asdict(DEFAULT_LOSS["full"]), "stress_gpa": 0.5}
+    assert manifest["lr"] == 4e-3

@@ -103,14 +103,14 @@ def _finetune_command(sub) -> None:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4, help="frames per optimiser step, over all processes")
-    p.add_argument("--lr", type=float, default=None, help="default: the strategy's (lora 1e-2, head 1e-3, full 5e-4)")
+    p.add_argument("--lr", type=float, default=None, help="default: the strategy's (lora 1e-2, head 1e-3, full 4e-3)")
     p.add_argument("--lora-rank", type=int, default=None, help="default: the family's")
     p.add_argument("--lora-alpha", type=float, default=None, help="default: the rank")
     p.add_argument("--energy-weight", type=float, default=None, help="loss weight per (meV/atom)^2 (default 0.01)")
     p.add_argument("--force-weight", type=float, default=None, help="loss weight per (eV/Å)^2 (default 1)")
-    p.add_argument("--stress-weight", type=float, default=None, help="loss weight per GPa^2 (default 0.01)")
+    p.add_argument("--stress-weight", type=float, default=None, help="loss weight per GPa^2 (default 0.01; full: 0.1)")
     p.add_argument("--loss", choices=options(LossFunction), default=None,
-                   help="squared error (mse, the default) or Huber per term")
+                   help="squared error (mse) or Huber per term (default: mse; full: huber)")
     p.add_argument("--huber-delta", type=float, default=None,
                    help="Huber's delta in eV/Å for forces, x10 in meV/atom and GPa (default 0.01)")
     p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")

@@ -31,8 +31,8 @@ from ..results import Result
 from .distributed import local_device, ranks
 from .replay import replay_samples
 from .strategies import STRATEGIES, apply_strategy, parameter_counts, save_weights
-from .trainer import (CHECKPOINT_NAME, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors, make_samples,
-                      peak_memory_mb, predict_all, prepare_samples)
+from .trainer import (CHECKPOINT_NAME, DEFAULT_LOSS, LOG_JSON, Hyperparameters, LossWeights, align_energies, errors,
+                      make_samples, peak_memory_mb, predict_all, prepare_samples)
 from .trainer import train as run_training
 
 __all__ = ["FinetuneReport", "FinetuneSettings", "LossWeights", "cli_finetune", "finetune"]
@@ -133,7 +133,7 @@ class FinetuneSettings:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
         own = {f.name for f in dataclasses.fields(cls)}
         trainer = {k: v for k, v in options.items() if k not in own}
-        hp = Hyperparameters(strategy=strategy, weights=loss_weights or LossWeights(), **trainer)
+        hp = Hyperparameters(strategy=strategy, weights=loss_weights, **trainer)
         return cls(hyperparameters=hp, **{k: v for k, v in options.items() if k in own})
 
     @property
@@ -378,7 +378,7 @@ def cli_finetune(args) -> dict[str, Any] | None:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args)
     set_threads(args.threads)
-    weights = LossWeights(**{field: value for field, value in (
+    weights = dataclasses.replace(DEFAULT_LOSS[args.strategy], **{field: value for field, value in (
         ("energy_per_atom_mev", args.energy_weight), ("forces_ev_per_angstrom", args.force_weight),
         ("stress_gpa", args.stress_weight), ("function", args.loss),
         ("huber_delta_ev_per_angstrom", args.huber_delta)) if value is not None})
