@@ -123,61 +123,41 @@ def write_frames(sets, workdir: Path) -> dict[str, Path]:
 
 
 def compare(args) -> dict:
-    headline_path = results_path("finetune_vs_native.json")
-    headline = json.loads(headline_path.read_text()) if headline_path.is_file() else {"results": {}}
     for budget_name in args.budget.split(","):
         sets = frames(BUDGETS[budget_name])
         for family in args.families.split(","):
             workdir = Path(args.workdir or tempfile.mkdtemp(prefix="finetune_vs_native_")) / budget_name / family
             workdir.mkdir(parents=True, exist_ok=True)
             files = write_frames(sets, workdir)
-            records = {name: side(name, family, budget_name, sets, files, workdir, args)
-                       for name in args.sides.split(",")}
-            if set(records) == set(SIDES):
-                headline["results"].setdefault(budget_name, {})[family] = table(records)
-    headline.update(benchmark="finetune_vs_native", budgets=BUDGETS,
-                    frames={"file": "data/ymno3/ymno3_vasp_200.xyz", "validation": [VAL_FRAMES.start,
-                            VAL_FRAMES.stop - 1], "test": [TEST_FRAMES.start, TEST_FRAMES.stop - 1]},
-                    runs="finetune_vs_native/<budget>/<family>_<side>.json",
-                    headline=headline_table(headline["results"]), comparison=comparison(headline["results"]),
-                    provenance=benchmark_provenance(__file__, args.argv, None, profile=args.budget,
-                                                    families=args.families, threads=1, device="cpu"))
-    atomic_write_json(headline_path, headline)
-    return headline
+            for name in args.sides.split(","):
+                side(name, family, budget_name, sets, files, workdir, args)
+    result = {"benchmark": "finetune_vs_native", "headline": comparison(),
+              "settings": {"budgets": BUDGETS, "runs": "finetune_vs_native/<budget>/<family>_<side>.json",
+                           "frames": {"file": "data/ymno3/ymno3_vasp_200.xyz",
+                                      "validation": [VAL_FRAMES.start, VAL_FRAMES.stop - 1],
+                                      "test": [TEST_FRAMES.start, TEST_FRAMES.stop - 1]}},
+              "provenance": benchmark_provenance(__file__, args.argv, None, profile=args.budget,
+                                                 families=args.families, threads=1, device="cpu")}
+    atomic_write_json(results_path("finetune_vs_native.json"), result)
+    return result
 
 
-def table(records: dict[str, dict]) -> dict:
-    """The side-by-side rows, and the ratios native / umlip of time and memory (>1: umlip is faster / leaner)."""
-    rows = {name: {**r["test"], **{k: r.get(k) for k in ("wall_seconds", "peak_rss_mb")}} for name, r in records.items()}
-    umlip, native = records["umlip"], records["native"]
-    return {"rows": rows, "wall_ratio_native_over_umlip": native["wall_seconds"] / umlip["wall_seconds"],
-            "memory_ratio_native_over_umlip": native["peak_rss_mb"] / umlip["peak_rss_mb"],
-            "umlip_wins": {key: rows["umlip"][key] <= rows["native"][key]
-                           for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa")}}
-
-
-HEADLINE_COLUMNS = {"force MAE (eV/Å)": "forces_mae_ev_per_angstrom", "stress MAE (GPa)": "stress_mae_gpa",
-                    "energy MAE raw (meV/atom)": "energy_mae_raw_mev_per_atom", "wall (s)": "wall_seconds",
-                    "peak memory (MB)": "peak_rss_mb"}
-
-
-def headline_table(results: dict) -> dict:
-    """One column per measure, one row per family, budget and side."""
-    return {label: {f"{family} {budget}: {side}": row[key] for budget, families in results.items()
-                    for family, compared in families.items() for side, row in compared["rows"].items()}
-            for label, key in HEADLINE_COLUMNS.items()}
-
-
-def comparison(results: dict) -> dict:
-    """Per family and budget: native and umlip test errors side by side, and the time and memory ratios."""
+def comparison() -> dict:
+    """Per family and budget measured on all three sides (stored in finetune_vs_native/<budget>/): the test errors
+    side by side, each trainer's wall time and peak memory, and the ratios native / umlip (>1: umlip is faster or
+    leaner)."""
     out = {}
-    for budget, families in results.items():
-        for family, compared in families.items():
-            rows = compared["rows"]
-            out[f"{family} {budget}"] = {
-                side: {key: rows[side][key] for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa",
-                                                        "energy_mae_raw_mev_per_atom")} for side in ("native", "umlip")
-            } | {key: compared[key] for key in ("wall_ratio_native_over_umlip", "memory_ratio_native_over_umlip")}
+    for budget, family in itertools.product(BUDGETS, MODELS):
+        paths = {name: results_path("finetune_vs_native", budget, f"{family}_{name}.json") for name in SIDES}
+        if not all(path.is_file() for path in paths.values()):
+            continue
+        records = {name: json.loads(path.read_text()) for name, path in paths.items()}
+        umlip, native = records["umlip"], records["native"]
+        out[f"{family} {budget}"] = {name: record["test"] for name, record in records.items()} | {
+            "wall_seconds": {name: records[name]["wall_seconds"] for name in ("umlip", "native")},
+            "peak_memory_mb": {name: records[name]["peak_rss_mb"] for name in ("umlip", "native")},
+            "wall_ratio_native_over_umlip": native["wall_seconds"] / umlip["wall_seconds"],
+            "memory_ratio_native_over_umlip": native["peak_rss_mb"] / umlip["peak_rss_mb"]}
     return out
 
 

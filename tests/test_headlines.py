@@ -37,3 +37,11 @@ def test_a_result_without_a_headline_key_shows_its_key_numbers(capsys):
     table = committed_headline("finetune_ymno3")
     assert table is not None and len(table) > 0
     assert "made by: " in capsys.readouterr().out
+
+
+def test_a_scratch_folder_in_the_command_line_shows_without_its_machine_path(tmp_path, capsys):
+    record = {"parameters": {"profile": "small"}, "argv": ["python", "benchmarks/study.py", "--workdir", "/tmp/ftn/cmp"]}
+    (tmp_path / "study.json").write_text(json.dumps({"headline": {"x": 1.0}, "provenance": record}))
+    committed_headline("study", tmp_path)
+    printed = capsys.readouterr().out
+    assert "made by: python benchmarks/study.py --workdir …/cmp" in printed and "/tmp/" not in printed

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..paths import results_path
 from .result_tables import headline_tables, key_numbers
+from .studies import shown_command
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -44,7 +45,7 @@ def committed_headline(script: str, results_dir: str | Path | None = None):
     result = json.loads(path.read_text())
     record = result.get("provenance", {})
     parameters = record.get("parameters", {})
-    argv = " ".join(record.get("argv", [])) or "(not recorded)"
+    argv = shown_command(record.get("argv", [])) or "(not recorded)"
     machine = ", ".join(str(x) for x in (parameters.get("device"), record.get("cpu")) if x) or "an unrecorded machine"
     print(f"benchmarks/results/{script}.json: profile {parameters.get('profile', 'unknown')}, "
           f"{str(record.get('created_utc', 'date unknown'))[:10]}, on {machine};\nmade by: {argv}")

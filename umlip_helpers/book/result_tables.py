@@ -31,10 +31,8 @@ KEY_NUMBERS: dict[str, list[str | tuple[str, str]]] = {
     "finetune_scaling": ["runs.*.speedup_over_one_rank"],
     "finetune_forgetting": ["results.*.forgetting_force_rms_ev_per_angstrom",
                             "results.*.target.forces_mae_ev_per_angstrom"],
-    "finetune_vs_native": [("comparison.*.native.forces_mae_ev_per_angstrom",
-                            "comparison.*.umlip.forces_mae_ev_per_angstrom"),
-                           ("comparison.*.native.stress_mae_gpa", "comparison.*.umlip.stress_mae_gpa"),
-                           "comparison.*.wall_ratio_native_over_umlip"],
+    "finetune_vs_native": [(f"headline.*.native.{k}", f"headline.*.umlip.{k}") for k in (
+        "forces_mae_ev_per_angstrom", "stress_mae_gpa")] + ["headline.*.wall_ratio_native_over_umlip"],
     "lammps_md": ["headline.*.lammps_over_ase_throughput", "headline.*.largest_ni_atoms_both_engines"],
 }
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ast
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -44,6 +43,15 @@ STUDY_PAGES = {
 }
 OTHER_PAGE = "Other benchmarks"
 
+def shown_command(argv: list) -> str:
+    """A recorded command line as the book shows it: an absolute path (a scratch folder of the machine that ran it)
+    as ``…/`` and its last part, so that no machine path reaches the rendered book."""
+    import shlex
+    from pathlib import PurePosixPath
+
+    return " ".join(f"…/{PurePosixPath(a).name}" if str(a).startswith("/") else shlex.quote(str(a)) for a in argv)
+
+
 Status = Literal["ok", "not yet run", "unreadable", "no headline"]
 
 
@@ -67,7 +75,7 @@ class ResultFile:
         """The command line that made it: the recorded argv, else an older file's ``command``, else ""."""
         argv = self.provenance.get("argv")
         if isinstance(argv, list) and argv:
-            return shlex.join(str(a) for a in argv)
+            return shown_command(argv)
         command = self.data.get("command") if isinstance(self.data, dict) else None
         return command if isinstance(command, str) else ""
 
