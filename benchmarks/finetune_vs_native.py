@@ -49,6 +49,9 @@ BUDGETS = {"small": {"n_train": 8, "epochs": 5, "batch_size": 4},
 VAL_FRAMES, TEST_FRAMES = range(150, 155), range(180, 200)
 MODELS = {"sevennet": "sevennet-0", "chgnet": "chgnet-0.3.0"}
 SIDES = ("base", "umlip", "native")
+NOT_COMPARED = {"mace": "no MACE foundation weights load here (MACE-MP-0 cannot be downloaded); mace's own fine-tuning "
+                        "(mace_run_train --foundation_model) of a randomly initialised tiny MACE would compare two "
+                        "trainers on a model with nothing to keep, which says nothing about fine-tuning defaults"}
 #: --sweep keys and the `umlip finetune` flag each sets
 SWEEP_FLAGS = {"lr": "--lr", "stress_weight": "--stress-weight", "energy_weight": "--energy-weight",
                "force_weight": "--force-weight", "loss": "--loss", "huber_delta": "--huber-delta"}
@@ -133,6 +136,7 @@ def compare(args) -> dict:
                 side(name, family, budget_name, sets, files, workdir, args)
     result = {"benchmark": "finetune_vs_native", "headline": comparison(),
               "settings": {"budgets": BUDGETS, "runs": "finetune_vs_native/<budget>/<family>_<side>.json",
+                           "not_compared": NOT_COMPARED,
                            "frames": {"file": "data/ymno3/ymno3_vasp_200.xyz",
                                       "validation": [VAL_FRAMES.start, VAL_FRAMES.stop - 1],
                                       "test": [TEST_FRAMES.start, TEST_FRAMES.stop - 1]}},
