@@ -89,12 +89,12 @@ def summary_row(strategy: str, weight: float, target: dict, lost) -> dict:
                 "after": lost.dft_after.get("ni_gpaw_pbe", {}).get("energy_mae_aligned_mev_per_atom")}}
 
 
-def portable(value):
-    """``value`` without the models' local file paths (``checkpoint``: where this machine keeps the weights; the
-    model's name, version and sha256 stay)."""
+def portable(value, drop: tuple[str, ...] = ("checkpoint",)):
+    """``value`` without the keys in ``drop``: the models' local file paths (``checkpoint``: where this machine keeps
+    the weights; the model's name, version and sha256 stay)."""
     if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items() if k != "checkpoint"}
-    return [portable(v) for v in value] if isinstance(value, list) else value
+        return {k: portable(v, drop) for k, v in value.items() if k not in drop}
+    return [portable(v, drop) for v in value] if isinstance(value, list) else value
 
 
 def read_if_same(path: Path, settings: dict) -> dict | None:

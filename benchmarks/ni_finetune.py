@@ -67,6 +67,7 @@ from ase.units import GPa  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import ni_properties  # noqa: E402  (the property code and settings of the Ni benchmark)
+from finetune_forgetting import portable, read_if_same  # noqa: E402  (stored runs, as that study keeps them)
 from umlip_helpers.data import DFTDataset, fit_energy_shifts, read_dataset  # noqa: E402
 from umlip_helpers.finetune import FinetuneSettings, finetune  # noqa: E402
 from umlip_helpers.io import atomic_write_bytes, atomic_write_json, benchmark_provenance, model_info  # noqa: E402
@@ -228,21 +229,6 @@ def held_out_errors(calc, held_out: DFTDataset, names: list[str]) -> dict:
     return {"frames": frames, "summary": summary}
 
 
-def portable(value):
-    """``value`` without local file paths (``checkpoint``, ``out_dir``)."""
-    if isinstance(value, dict):
-        return {k: portable(v) for k, v in value.items() if k not in ("checkpoint", "out_dir")}
-    return [portable(v) for v in value] if isinstance(value, list) else value
-
-
-def read_if_same(path: Path, settings: dict) -> dict | None:
-    """The record at ``path`` when it was made with ``settings``; None otherwise."""
-    if not path.is_file():
-        return None
-    stored = json.loads(path.read_text())
-    return stored if stored.get("settings") == json.loads(json.dumps(settings)) else None
-
-
 def measure(calc, profile: dict, sets: dict, settings: dict, extra: dict, aligned=None) -> dict:
     """A variant's record: properties against GPAW, held-out per-frame errors (of ``aligned``, the calculator with
     its energy shifts, when given), wall times."""
@@ -251,7 +237,8 @@ def measure(calc, profile: dict, sets: dict, settings: dict, extra: dict, aligne
     properties_s = time.perf_counter() - start
     errors = held_out_errors(aligned or calc, sets["held_out"], sets["split"]["held_out"])
     return {"settings": settings, **extra, "properties": rows, "properties_wall_s": properties_s,
-            "wall_s_by_property": timings, "held_out": errors, "model": portable(model_info(calc).to_dict())}
+            "wall_s_by_property": timings, "held_out": errors,
+            "model": portable(model_info(calc).to_dict(), ("checkpoint", "out_dir"))}
 
 
 def base_record(name: str, args, profile: dict, sets: dict, settings: dict, path: Path) -> dict:

@@ -12,8 +12,9 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from .result_tables import Table, headline_tables
@@ -43,12 +44,10 @@ STUDY_PAGES = {
 }
 OTHER_PAGE = "Other benchmarks"
 
+
 def shown_command(argv: list) -> str:
     """A recorded command line as the book shows it: an absolute path (a scratch folder of the machine that ran it)
     as ``…/`` and its last part, so that no machine path reaches the rendered book."""
-    import shlex
-    from pathlib import PurePosixPath
-
     return " ".join(f"…/{PurePosixPath(a).name}" if str(a).startswith("/") else shlex.quote(str(a)) for a in argv)
 
 
