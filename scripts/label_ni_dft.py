@@ -355,6 +355,15 @@ def write_provenance(frames: dict) -> Path:
     return atomic_write_json(OUT / "provenance.json", record)
 
 
+def point_group_note(atoms: Atoms) -> dict:
+    """What the frame's info records when GPAWParent labels it without the point group (see point_group_keeps_grid)."""
+    from umlip_helpers.parents import point_group_keeps_grid
+
+    if point_group_keeps_grid(atoms, SETTINGS.ecut_ev):
+        return {}
+    return {"gpaw_symmetry": "point group off, time reversal kept: the point group would force a 50x larger grid"}
+
+
 def main(argv: list[str] | None = None) -> int:
     from umlip_helpers.labelling import label_frames
 
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown frame(s) {unknown}; see --list")
     write_provenance(frames)
     chosen = {name: frames[name][0] for name in (args.only or frames)}
-    info = {name: frames[name][1] for name in chosen}
+    info = {name: frames[name][1] | point_group_note(frames[name][0]) for name in chosen}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     label_frames(chosen, parent(), args.out, info=info)
     return 0

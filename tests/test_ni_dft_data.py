@@ -161,3 +161,20 @@ def test_fresh_gpaw_single_point_reproduces_the_cheapest_frames(frames, script, 
         np.testing.assert_allclose(atoms.get_forces(), shipped.calc.results["forces"], atol=2e-3, err_msg=name)
         np.testing.assert_allclose(atoms.get_stress() / units.GPa, shipped.calc.results["stress"] / units.GPa,
                                    atol=0.05, err_msg=name)
+
+
+@pytest.mark.gpaw
+def test_gpaw_drops_the_point_group_only_where_it_would_blow_up_the_grid(script):
+    """At u = 1 a symmetry operation of the tilted column ties the in-plane axes to the 18 Å one, so GPAW would use a
+    96^3 grid instead of 14x14x96 (about 50x the cost); the factory labels that frame without the point group."""
+    require_installed("GPAW", importlib.util.find_spec("gpaw") is not None, "scripts/install_gpaw.sh .venv")
+    from umlip_helpers.parents import point_group_keeps_grid
+
+    columns = script.stacking_fault_frames(9, 7)
+    keeps = {name: point_group_keeps_grid(atoms, script.SETTINGS.ecut_ev) for name, (atoms, _) in columns.items()}
+    assert keeps == {name: name != "gsf9_u1.000" for name in columns}
+    factory = script.parent()
+    symmetry = {name: factory(columns[name][0].copy()).parameters.todict().get("symmetry")
+                for name in ("gsf9_u1.000", "gsf9_u0.500")}
+    assert symmetry == {"gsf9_u1.000": {"point_group": False}, "gsf9_u0.500": None}
+    assert script.point_group_note(columns["gsf9_u1.000"][0])["gpaw_symmetry"].startswith("point group off")

@@ -73,9 +73,35 @@ class GPAWParent:
         if spinpol and not atoms.get_initial_magnetic_moments().any():
             atoms.set_initial_magnetic_moments([INITIAL_MAGMOMS_BOHR.get(s, 0.0)
                                                 for s in atoms.get_chemical_symbols()])
+        extra = {} if point_group_keeps_grid(atoms, self.ecut_ev) else {"symmetry": {"point_group": False}}
         return GPAW(mode=PW(self.ecut_ev), xc="PBE", kpts={"density": self.kpts_density, "gamma": True},
                     occupations=FermiDirac(self.smearing_ev), spinpol=bool(spinpol),
-                    convergence=self.convergence, txt=self.txt)
+                    convergence=self.convergence, txt=self.txt, **extra)
+
+
+def point_group_keeps_grid(atoms: "Atoms", ecut_ev: float, max_growth: float = 2.0) -> bool:
+    """False when GPAW's point-group symmetry would force a grid over ``max_growth`` times the plane-wave one.
+
+    A symmetry operation that maps a cell axis onto a combination of others (a tilted stacking-fault column at u = 1)
+    makes GPAW use the same number of points along the related axes: (14, 14, 96) becomes (96, 96, 96), about 50x the
+    cost. Without the point group (time reversal kept) the k-points double instead; the energy is the same.
+    """
+    import warnings
+
+    import numpy as np
+    from ase.units import Bohr
+    from gpaw import PW
+    from gpaw.symmetry import Symmetry
+    from gpaw.utilities.gpts import get_number_of_grid_points
+
+    cell_bohr = atoms.cell.array / Bohr
+    symmetry = Symmetry(atoms.numbers, cell_bohr, atoms.pbc)
+    symmetry.analyze(atoms.get_scaled_positions())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = get_number_of_grid_points(cell_bohr, mode=PW(ecut_ev))
+        symmetric = get_number_of_grid_points(cell_bohr, mode=PW(ecut_ev), symmetry=symmetry)
+    return float(np.prod(symmetric)) <= max_growth * float(np.prod(plain))
 
 
 def _gpaw_version() -> str | None:
