@@ -1,6 +1,7 @@
 """The project's fine-tuning defaults against each family's own trainer, on the same frames, epochs and batch size.
 
     python benchmarks/finetune_vs_native.py [--budget small|large] [--families sevennet,chgnet] [--workdir DIR]
+    python benchmarks/finetune_vs_native.py --budget small --seed 2      # the same with another seed
     python benchmarks/finetune_vs_native.py --sweep lr=5e-4,2e-3 stress_weight=0.01,0.1 loss=mse,huber
                                             [--budget small] [--families sevennet]
 
@@ -17,9 +18,11 @@ Three sides per family, each measured on the test frames (force, stress and raw 
 
 Wall time and peak memory are each subprocess's own, the two trainers run one after the other on the same cores.
 Each side is written to ``benchmarks/results/finetune_vs_native/<budget>/<family>_<side>.json`` as it finishes, and a
-rerun skips those already there. The table goes to the headline ``finetune_vs_native.json`` (small and large are
-merged into it). ``--sweep`` fine-tunes with each combination of the given hyperparameters and scores it on the
-validation frames only; its table goes to ``finetune_vs_native/sweep_<budget>_<family>.json``.
+rerun skips those already there. ``--seed N`` repeats the trained sides with seed N (under ``<budget>/seed<N>/``);
+the headline then gives each trainer's range over seeds (``seed_spread``). The table goes to the headline
+``finetune_vs_native.json`` (small and large are merged into it). ``--sweep`` fine-tunes with each combination of
+the given hyperparameters and scores it on the validation frames only; its table goes to
+``finetune_vs_native/sweep_<budget>_<family>.json``.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ NOT_COMPARED = {"mace": "no MACE foundation weights load here (MACE-MP-0 cannot 
                         "trainers on a model with nothing to keep, which says nothing about fine-tuning defaults"}
 #: --sweep keys and the `umlip finetune` flag each sets
 SWEEP_FLAGS = {"lr": "--lr", "stress_weight": "--stress-weight", "energy_weight": "--energy-weight",
-               "force_weight": "--force-weight", "loss": "--loss", "huber_delta": "--huber-delta"}
+               "force_weight": "--force-weight", "loss": "--loss", "huber_delta": "--huber-delta",
+               "schedule": "--schedule", "seed": "--seed"}
 #: how the sweep scores a setting on the validation frames: force and stress MAE, each relative to the base model's
 SCORE = "forces_mae / base forces_mae + stress_mae / base stress_mae"
 
@@ -95,20 +99,21 @@ def run_umlip(family: str, budget: dict, files: dict[str, Path], workdir: Path, 
 
 def side(name: str, family: str, budget_name: str, sets, files, workdir: Path, args) -> dict:
     """One side's record (stored, or trained and measured now)."""
-    path = results_path("finetune_vs_native", budget_name, f"{family}_{name}.json")
+    path = side_path(budget_name, family, name, args.seed)
     if path.is_file():
         return json.loads(path.read_text())
     budget, (train, val, test) = BUDGETS[budget_name], sets
-    print(f"{family} {budget_name}: {name} ...", flush=True)
+    print(f"{family} {budget_name}: {name} {'' if args.seed is None else f'seed {args.seed} '}...", flush=True)
     if name == "base":
         record, calc = {}, load_calculator(MODELS[family], device="cpu")
     elif name == "umlip":
-        record = run_umlip(family, budget, files, workdir)
+        record = run_umlip(family, budget, files, workdir, [] if args.seed is None else ["--seed", str(args.seed)])
         calc = load_calculator(record.pop("out"), device="cpu")
     else:
         trainer = native.run_sevenn if family == "sevennet" else native.run_chgnet
+        seed = {} if args.seed is None else {"seed": args.seed}
         run = trainer(train.to_atoms_list(), val.to_atoms_list(), budget["epochs"], budget["batch_size"],
-                      workdir / "native")
+                      workdir / "native", **seed)
         record = {"wall_seconds": run.wall_seconds, "peak_rss_mb": run.peak_rss_mb, "settings": run.settings,
                   "command": portable(run.command)}
         calc = native.native_calculator(run)
@@ -121,6 +126,12 @@ def side(name: str, family: str, budget_name: str, sets, files, workdir: Path, a
     return record
 
 
+def side_path(budget_name: str, family: str, name: str, seed: int | None) -> Path:
+    """A side's record: <budget>/<family>_<side>.json at each trainer's default seed, seed<N>/ under it otherwise."""
+    where = (budget_name,) if seed is None else (budget_name, f"seed{seed}")
+    return results_path("finetune_vs_native", *where, f"{family}_{name}.json")
+
+
 def write_frames(sets, workdir: Path) -> dict[str, Path]:
     return {name: dataset.write_extxyz(workdir / f"{name}.extxyz") for name, dataset in zip(("train", "val"), sets)}
 
@@ -130,9 +141,13 @@ def compare(args) -> dict:
         sets = frames(BUDGETS[budget_name])
         for family in args.families.split(","):
             workdir = Path(args.workdir or tempfile.mkdtemp(prefix="finetune_vs_native_")) / budget_name / family
+            if args.seed is not None:
+                workdir = workdir / f"seed{args.seed}"
             workdir.mkdir(parents=True, exist_ok=True)
             files = write_frames(sets, workdir)
             for name in args.sides.split(","):
+                if name == "base" and args.seed is not None:
+                    continue  # the base model has no seed
                 side(name, family, budget_name, sets, files, workdir, args)
     result = {"benchmark": "finetune_vs_native", "headline": comparison(),
               "settings": {"budgets": BUDGETS, "runs": "finetune_vs_native/<budget>/<family>_<side>.json",
@@ -162,7 +177,25 @@ def comparison() -> dict:
             "peak_memory_mb": {name: records[name]["peak_rss_mb"] for name in ("umlip", "native")},
             "wall_ratio_native_over_umlip": native["wall_seconds"] / umlip["wall_seconds"],
             "memory_ratio_native_over_umlip": native["peak_rss_mb"] / umlip["peak_rss_mb"]}
+        if spread := seed_spread(budget, family):
+            out[f"{family} {budget}"]["seed_spread"] = spread
     return out
+
+
+def seed_spread(budget: str, family: str) -> dict:
+    """Test force and stress MAE of umlip and native over their default seed and every --seed repeat: how much of a
+    gap between the two trainers one seed's run can show by chance."""
+    spread = {}
+    for name in ("umlip", "native"):
+        paths = [side_path(budget, family, name, None), *sorted(
+            results_path("finetune_vs_native", budget).glob(f"seed*/{family}_{name}.json"))]
+        tests = [json.loads(path.read_text())["test"] for path in paths if path.is_file()]
+        if len(tests) < 2:
+            return {}
+        spread[name] = {"runs": len(tests)} | {
+            key: {"min": min(t[key] for t in tests), "max": max(t[key] for t in tests)}
+            for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa")}
+    return spread
 
 
 def sweep(args) -> dict:
@@ -188,6 +221,7 @@ def sweep(args) -> dict:
                 extra = [part for key, value in setting.items() for part in (SWEEP_FLAGS[key], value)]
                 record = run_umlip(family, BUDGETS[budget_name], files, workdir, extra)
                 record["val"] = errors(load_calculator(record.pop("out"), device="cpu"), sets[1])
+                record["sweep"] = args.sweep  # the --sweep this run came from (provenance holds the last one)
                 record["score"] = (record["val"]["forces_mae_ev_per_angstrom"] / base["forces_mae_ev_per_angstrom"]
                                    + record["val"]["stress_mae_gpa"] / base["stress_mae_gpa"])
                 done["runs"][name] = record
@@ -206,6 +240,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--sweep", nargs="*", default=None, metavar="KEY=V1,V2",
                         help=f"choose defaults on the validation frames; keys: {', '.join(SWEEP_FLAGS)}")
     parser.add_argument("--sides", default=",".join(SIDES), help="which to measure (the table needs all three)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="repeat the trained sides with this seed (default: each trainer's own default seed)")
     parser.add_argument("--workdir", default=None, help="where the models are trained (default: temporary)")
     args = parser.parse_args(argv)
     args.argv = argv

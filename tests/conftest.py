@@ -84,6 +84,36 @@ def kill_training_at():
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_sevennet(tmp_path_factory):
+    """A tiny random SevenNet for Y, Mn and O (seed 1): fine-tuning tests that need a real model, fast."""
+    from umlip_helpers.models import get_family
+
+    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
+
+
+@pytest.fixture
+def finetune_cli(ymno3_frames, tmp_path):
+    """``run(model, *flags, config=None, frames=2, out="cli")``: ``umlip finetune`` on the first ``frames`` YMnO3
+    frames on the CPU (``config``: the text of a --config file); returns the fine-tuned directory's manifest."""
+    import json
+
+    from umlip_helpers.cli import main
+    from umlip_helpers.models import MANIFEST_NAME
+
+    def run(model, *flags: str, config: str | None = None, frames: int = 2, out: str = "cli") -> dict:
+        train = ymno3_frames[:frames].write_extxyz(tmp_path / f"train{frames}.xyz")
+        argv = ["finetune", "--model", str(model), "--train", str(train), "--out", str(tmp_path / out),
+                "--device", "cpu", *flags]
+        if config is not None:
+            (tmp_path / f"{out}.yml").write_text(config)
+            argv += ["--config", str(tmp_path / f"{out}.yml")]
+        assert main(argv) == 0
+        return json.loads((tmp_path / out / MANIFEST_NAME).read_text())
+
+    return run
+
+
 @pytest.fixture
 def assert_batched_forward_matches_per_frame(ymno3_frames):
     """``check(calc)``: the family adapter's one forward over two YMnO3 frames of different sizes (120 and 80

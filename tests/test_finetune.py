@@ -19,12 +19,7 @@ from umlip_helpers.io import model_info  # noqa: E402
 from umlip_helpers.models import adapter_for  # noqa: E402
 from umlip_helpers.finetune.strategies import apply_strategy  # noqa: E402
 from umlip_helpers.finetune.trainer import LossWeights, batched_by_default  # noqa: E402
-from umlip_helpers.models import MANIFEST_NAME, get_family, load_calculator  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_sevennet(tmp_path_factory):
-    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
+from umlip_helpers.models import MANIFEST_NAME, load_calculator  # noqa: E402
 
 
 def fresh(tiny_sevennet):

@@ -13,12 +13,7 @@ pytest.importorskip("sevenn")
 
 from umlip_helpers.finetune.trainer import (DEFAULT_LOSS, DEFAULT_LR, Hyperparameters, LossWeights,  # noqa: E402
                                             batch_loss, make_samples, prepare_samples)
-from umlip_helpers.models import MANIFEST_NAME, adapter_for, get_family, load_calculator  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def tiny_sevennet(tmp_path_factory):
-    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
+from umlip_helpers.models import adapter_for, load_calculator  # noqa: E402
 
 
 def test_huber_is_the_squared_error_below_delta_and_linear_beyond():
@@ -50,17 +45,14 @@ def test_huber_loss_on_real_frames_matches_mse_for_a_large_delta_and_caps_large_
     assert losses["huber"][1]["forces"] == pytest.approx(losses["mse"][1]["forces"])
 
 
-def test_huber_from_the_command_line_is_recorded_and_bad_values_are_refused(tiny_sevennet, ymno3_frames, tmp_path):
+def test_huber_from_the_command_line_is_recorded_and_bad_values_are_refused(tiny_sevennet, finetune_cli, tmp_path):
     from umlip_helpers.cli import main
 
-    train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
-    (tmp_path / "ft.yml").write_text("loss: huber\nhuber-delta: 0.05\nepochs: 1\n")
-    code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "head",
-                 "--config", str(tmp_path / "ft.yml"), "--batch-size", "2", "--out", str(tmp_path / "cli"),
-                 "--device", "cpu"])
-    assert code == 0
-    weights = json.loads((tmp_path / "cli" / MANIFEST_NAME).read_text())["hyperparameters"]["weights"]
+    manifest = finetune_cli(tiny_sevennet, "--strategy", "head", "--batch-size", "2",
+                            config="loss: huber\nhuber-delta: 0.05\nepochs: 1\n")
+    weights = manifest["hyperparameters"]["weights"]
     assert weights["function"] == "huber" and weights["huber_delta_ev_per_angstrom"] == 0.05
+    train = tmp_path / "train2.xyz"
     with pytest.raises(SystemExit):
         main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--loss", "l1",
               "--out", str(tmp_path / "no")])
@@ -70,22 +62,32 @@ def test_huber_from_the_command_line_is_recorded_and_bad_values_are_refused(tiny
         LossWeights(function="huber", huber_delta_ev_per_angstrom=0.0)
 
 
-def test_each_strategy_has_its_default_loss_and_a_flag_overrides_one_field(tiny_sevennet, ymno3_frames, tmp_path):
+def test_each_strategy_has_its_default_loss_and_a_flag_overrides_one_field(tiny_sevennet, finetune_cli):
     """full's defaults (Huber, stress weight 0.1, lr 4e-3: benchmarks/finetune_vs_native.py --sweep) apply when no
     loss is given; a flag changes its one field and keeps the rest of the strategy's default."""
-    from umlip_helpers.cli import main
-
     assert Hyperparameters(strategy="full").weights == DEFAULT_LOSS["full"] == LossWeights(stress_gpa=0.1,
                                                                                         function="huber")
     assert Hyperparameters(strategy="full").lr == DEFAULT_LR["full"] == 4e-3
     assert Hyperparameters(strategy="lora").weights == Hyperparameters(strategy="head").weights == LossWeights()
     given = LossWeights(stress_gpa=0.0)
     assert Hyperparameters(strategy="full", weights=given).weights is given
-    train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
-    code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "full",
-                 "--stress-weight", "0.5", "--epochs", "1", "--batch-size", "2", "--out", str(tmp_path / "full"),
-                 "--device", "cpu"])
-    assert code == 0
-    manifest = json.loads((tmp_path / "full" / MANIFEST_NAME).read_text())["hyperparameters"]
+    manifest = finetune_cli(tiny_sevennet, "--strategy", "full", "--stress-weight", "0.5", "--epochs", "1",
+                            "--batch-size", "2")["hyperparameters"]
     assert manifest["weights"] == {**dataclasses.asdict(DEFAULT_LOSS["full"]), "stress_gpa": 0.5}
     assert manifest["lr"] == 4e-3
+
+
+def test_a_constant_schedule_keeps_the_learning_rate_after_warm_up_and_cosine_decays_it(tiny_sevennet, finetune_cli,
+                                                                                       tmp_path):
+    """``--schedule constant`` (sevenn's preset decays by only 1 % an epoch) against the default warm-up + cosine:
+    the per-epoch learning rates in the training log, and the choice in the manifest."""
+    rates = {}
+    for schedule in ("cosine", "constant"):
+        manifest = finetune_cli(tiny_sevennet, "--strategy", "head", "--schedule", schedule, "--epochs", "4",
+                                "--batch-size", "2", "--lr", "1e-3", frames=4, out=schedule)
+        assert manifest["hyperparameters"]["schedule"] == schedule
+        rates[schedule] = [row["lr"] for row in json.loads((tmp_path / schedule / "training_log.json").read_text())]
+    assert rates["constant"][1:] == pytest.approx([1e-3] * 3)
+    assert rates["cosine"][0] > rates["cosine"][1] > rates["cosine"][2] > rates["cosine"][3] >= 0.05e-3
+    with pytest.raises(ValueError, match="schedule must be one of cosine, constant"):
+        Hyperparameters(strategy="full", schedule="linear")

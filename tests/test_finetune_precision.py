@@ -26,11 +26,6 @@ from umlip_helpers.models import MANIFEST_NAME, adapter_for, get_family, load_ca
 MAE_BOUND_OF_RMS, MAX_BOUND_OF_RMS = 0.05, 0.3
 
 
-@pytest.fixture(scope="module")
-def tiny_sevennet(tmp_path_factory):
-    return get_family("sevennet").build(tmp_path_factory.mktemp("tiny") / "tiny7.pth", ["Y", "Mn", "O"], seed=1)
-
-
 def forces(calc, atoms, precision: str) -> np.ndarray:
     """The adapter's forces of ``atoms``, the forward in ``precision`` (what the trainer fits)."""
     adapter = adapter_for(calc)
@@ -69,17 +64,13 @@ def test_bf16_training_steps_are_finite_and_keep_fp32_weights(strategy, tiny_sev
     assert any(not torch.equal(before[n], after[n]) for n in before), "two bf16 steps left the weights unchanged"
 
 
-def test_bf16_from_the_command_line_and_a_config_file(tiny_sevennet, ymno3_frames, tmp_path):
+def test_bf16_from_the_command_line_and_a_config_file(tiny_sevennet, finetune_cli, tmp_path):
     from umlip_helpers.cli import main
 
-    train = ymno3_frames[:2].write_extxyz(tmp_path / "train.xyz")
-    (tmp_path / "ft.yml").write_text("precision: bf16\nepochs: 1\n")
-    code = main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--strategy", "head",
-                 "--config", str(tmp_path / "ft.yml"), "--batch-size", "2", "--out", str(tmp_path / "cli"),
-                 "--device", "cpu"])
-    assert code == 0
-    manifest = json.loads((tmp_path / "cli" / MANIFEST_NAME).read_text())
+    manifest = finetune_cli(tiny_sevennet, "--strategy", "head", "--batch-size", "2",
+                            config="precision: bf16\nepochs: 1\n")
     assert manifest["hyperparameters"]["precision"] == "bf16" and manifest["report"]["epochs_run"] == 1
+    train = tmp_path / "train2.xyz"
     with pytest.raises(SystemExit):
         main(["finetune", "--model", str(tiny_sevennet), "--train", str(train), "--precision", "fp16",
               "--out", str(tmp_path / "no")])

@@ -11,6 +11,8 @@ Strategy = Literal["lora", "head", "full"]
 Precision = Literal["fp32", "bf16"]
 #: the fine-tuning loss's shape per term: squared error, or Huber (squared near zero, linear beyond a delta)
 LossFunction = Literal["mse", "huber"]
+#: the fine-tuning learning rate after a linear warm-up: cosine decay to 5 %, or constant
+LrSchedule = Literal["cosine", "constant"]
 ExportFormat = Literal["lammps"]
 Ensemble = Literal["nvt", "npt", "nve"]
 Thermostat = Literal["langevin", "nose-hoover", "bussi"]

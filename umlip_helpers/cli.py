@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, LossFunction, Optimizer, ParentName,
-                      Precision, Query, Scheduler, Strategy, StudentArchitecture, options)
+from .choices import (Correction, Device, Ensemble, ExportFormat, FirstParentCall, LossFunction, LrSchedule, Optimizer,
+                      ParentName, Precision, Query, Scheduler, Strategy, StudentArchitecture, options)
 from .errors import UmlipError
 
 #: command -> "module:function"; each function takes the parsed Namespace and returns a JSON-able dict
@@ -113,6 +113,8 @@ def _finetune_command(sub) -> None:
                    help="squared error (mse) or Huber per term (default: mse; full: huber)")
     p.add_argument("--huber-delta", type=float, default=None,
                    help="Huber's delta in eV/Å for forces, x10 in meV/atom and GPa (default 0.01)")
+    p.add_argument("--schedule", choices=options(LrSchedule), default="cosine",
+                   help="learning rate after a linear warm-up: cosine decay to 5%% (default) or constant")
     p.add_argument("--patience", type=int, default=5, help="epochs without a better validation loss before stopping")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--replay-weight", type=float, default=None,

@@ -386,7 +386,7 @@ def cli_finetune(args) -> dict[str, Any] | None:
                       batch_size=args.batch_size, max_frames=args.max_frames, device=args.device, resume=args.resume,
                       lr=args.lr, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha, loss_weights=weights,
                       patience=args.patience, seed=args.seed, precision=args.precision,
-                      replay_weight=args.replay_weight)
+                      replay_weight=args.replay_weight, schedule=args.schedule)
     if int(os.environ.get("RANK", "0")) != 0:
         return None
     return {k: v for k, v in report.to_dict().items() if k != "log"}

@@ -24,7 +24,7 @@ from ase.units import GPa
 from torch.overrides import TorchFunctionMode
 from tqdm.auto import tqdm
 
-from ..choices import LossFunction, Precision, options
+from ..choices import LossFunction, LrSchedule, Precision, options
 from ..data import DFTDataset, fit_energy_shifts, shift_for
 from ..errors import UmlipError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, check_same_settings
@@ -102,10 +102,13 @@ class Hyperparameters:
     #: how many are drawn (:mod:`.replay`)
     replay_weight: float = 0.0
     replay_frames: int = 16
+    #: the learning rate after the warm-up (:func:`lr_schedule`)
+    schedule: LrSchedule = "cosine"
 
     def __post_init__(self):
-        if self.precision not in options(Precision):
-            raise ValueError(f"precision must be one of {', '.join(options(Precision))}, got {self.precision!r}")
+        for name, choices in (("precision", Precision), ("schedule", LrSchedule)):
+            if getattr(self, name) not in options(choices):
+                raise ValueError(f"{name} must be one of {', '.join(options(choices))}, got {getattr(self, name)!r}")
         if self.lr is None:
             object.__setattr__(self, "lr", DEFAULT_LR[self.strategy])
         if self.weights is None:
@@ -312,14 +315,17 @@ def accumulate_gradients(adapter: FamilyAdapter, module: torch.nn.Module, sample
     return sums
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float = 0.1, floor: float = 0.05) -> Callable[[int], float]:
+def lr_schedule(schedule: LrSchedule, total_steps: int, warmup_fraction: float = 0.1,
+                floor: float = 0.05) -> Callable[[int], float]:
     """LR factor per optimiser step: linear warm-up over the first 10% of steps (Adam's first steps overshoot
-    otherwise), then a cosine decay to ``floor``."""
+    otherwise), then a cosine decay to ``floor`` or, for "constant", 1."""
     warmup = max(1, int(total_steps * warmup_fraction))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         progress = (step - warmup) / max(1, total_steps - warmup)
         return floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * min(progress, 1.0)))
 
@@ -415,8 +421,8 @@ class _Training:
         self.device = str(self.params[0].device)
         self.optimiser = torch.optim.AdamW(self.params, lr=hp.lr, weight_decay=hp.weight_decay)
         self.steps_per_epoch = -(-len(train_samples) // hp.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser,
-                                                           warmup_cosine(hp.epochs * self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimiser, lr_schedule(hp.schedule, hp.epochs * self.steps_per_epoch))
         self.checkpoint = out / CHECKPOINT_NAME
         self.log: list[dict[str, Any]] = []
         self.replay: list[Sample] = []  # base-labelled frames added to every step's batch (:meth:`replay_batch`)
