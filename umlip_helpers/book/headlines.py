@@ -47,8 +47,9 @@ def committed_headline(script: str, results_dir: str | Path | None = None):
     parameters = record.get("parameters", {})
     argv = shown_command(record.get("argv", [])) or "(not recorded)"
     machine = ", ".join(str(x) for x in (parameters.get("device"), record.get("cpu")) if x) or "an unrecorded machine"
-    print(f"benchmarks/results/{script}.json: profile {parameters.get('profile', 'unknown')}, "
-          f"{str(record.get('created_utc', 'date unknown'))[:10]}, on {machine};\nmade by: {argv}")
+    profile = f"profile {parameters['profile']}, " if "profile" in parameters else ""  # not every study has one
+    print(f"benchmarks/results/{script}.json: {profile}{str(record.get('created_utc', 'date unknown'))[:10]}, "
+          f"on {machine};\nmade by: {argv}")
     headline = result.get("headline", {})
     if not headline:  # no headline key: the numbers the Results page leads with
         summary = next((t.rows for t in headline_tables(script, result) if t.caption == "summary"), [])
