@@ -215,7 +215,7 @@ def seed_spread(budget: str, family: str) -> dict:
         if len(tests) < 2:
             return {}
         spread[name] = {"runs": len(tests)} | {
-            key: {"min": min(t[key] for t in tests), "max": max(t[key] for t in tests)}
+            f"{end}_{key}": pick(t[key] for t in tests) for end, pick in (("best_seed", min), ("worst_seed", max))
             for key in ("forces_mae_ev_per_angstrom", "stress_mae_gpa", "forces_rmse_ev_per_angstrom")
             if all(key in t for t in tests)}
     return spread

@@ -160,7 +160,8 @@ def _committed(script: str) -> dict:
 
 def test_each_committed_study_leads_with_its_finding():
     """The overview's number and the first summary row of each study are its finding, not a setting."""
-    from umlip_helpers.book.result_tables import KEY_NUMBERS, key_numbers
+    from umlip_helpers.book.result_tables import key_numbers
+    from umlip_helpers.book.study_tables import KEY_NUMBERS
 
     tuned = key_numbers("finetune_ymno3", _committed("finetune_ymno3"))
     assert tuned[0] == ("forces MAE (eV/Å) [before → after]", "sevennet-0 lora 0.0742 → 0.0293")
