@@ -202,6 +202,27 @@ def test_batched_training_gives_the_model_that_per_frame_training_gives(tiny_sev
         "training left the model unchanged"
 
 
+@pytest.mark.parametrize("loss", ["mse", "huber"])
+def test_validation_ignores_an_energy_offset_per_atom_that_the_final_shift_refit_removes(loss, tiny_sevennet,
+                                                                                        ymno3_frames, tmp_path):
+    """The best epoch is chosen on a validation loss that ignores a uniform offset per atom (the shifts are fitted
+    again after training): validation frames 50 meV/atom off give the same validation losses, and the energy
+    still counts through its spread."""
+    import dataclasses
+
+    val = ymno3_frames[2:5]
+    offset = DFTDataset([dataclasses.replace(f, energy_ev=f.energy_ev + 0.05 * f.n_atoms) for f in val], name="off")
+    weights = LossWeights(function=loss)
+    logs = {name: finetune(fresh(tiny_sevennet), ymno3_frames[:2], frames, strategy="full", out=tmp_path / name,
+                           epochs=2, batch_size=2, lr=0.01, progress=False, loss_weights=weights).log
+            for name, frames in (("as_labelled", val), ("offset", offset))}
+    for row, shifted in zip(logs["as_labelled"], logs["offset"]):
+        assert shifted["val_loss"] == pytest.approx(row["val_loss"], rel=1e-4)  # float32 energies of 120 atoms
+        assert shifted["val_energy_rmse"] == pytest.approx(row["val_energy_rmse"], rel=1e-4, abs=1e-6)
+        assert row["val_energy_rmse"] > 0
+    assert logs["as_labelled"][1]["val_loss"] != pytest.approx(logs["as_labelled"][0]["val_loss"], rel=1e-3)
+
+
 def test_a_finetuned_model_can_be_finetuned_again(tiny_sevennet, ymno3_frames, tmp_path):
     """A model loaded from a fine-tuning directory (all weights frozen for inference) trains again in full, with the
     family's normalisation constants still frozen."""

@@ -258,15 +258,18 @@ def make_samples(dataset: DFTDataset, prepared: list[Any], shifts: dict[str, flo
 
 
 def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample], weights: LossWeights,
-               training: bool, precision: Precision = "fp32") -> tuple[torch.Tensor, dict[str, float]]:
+               training: bool, precision: Precision = "fp32", energy_residuals: list[float] | None = None
+               ) -> tuple[torch.Tensor, dict[str, float]]:
     """The mean of the frames' weighted losses (one forward for the batch where the family batches graphs), and
     the sums over the frames of the loss and of each squared error. The forward runs in ``precision``, the loss
-    in fp32."""
+    in fp32. Each frame's energy residual (meV/atom) is appended to ``energy_residuals`` when one is given."""
     predictions = _predict_for_loss(adapter, module, [sample.prepared for sample in samples], training, precision)
     terms: dict[str, list[torch.Tensor]] = {"loss": []}
     for sample, (energy, forces, stress) in zip(samples, predictions):
         delta = weights.huber_delta_ev_per_angstrom
         residual = (energy - sample.energy_target_ev) / sample.n_atoms * 1000
+        if energy_residuals is not None:
+            energy_residuals.append(float(residual.detach()))
         parts = {"energy": residual ** 2}
         loss = weights.energy_per_atom_mev * weights.penalty(residual, parts["energy"], 10 * delta)
         if weights.forces_ev_per_angstrom and sample.forces is not None:
@@ -285,6 +288,24 @@ def batch_loss(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sa
     if precision != "fp32" and not np.all(np.isfinite(sums)):
         _refuse_non_finite(adapter, module, samples, weights, dict(zip(keys, sums)))
     return torch.stack(terms["loss"]).mean(), dict(zip(keys, sums))
+
+
+def energy_offset_correction(residuals_mev: list[float], weights: LossWeights) -> tuple[float, float]:
+    """(change of the summed loss, summed squared energy error) once the mean per-atom energy residual is removed.
+
+    The fine-tuned model's per-element shifts are fitted again after training, which removes any energy offset
+    the training drifted into; validation (and so the best epoch) should not count it either. The mean per atom is
+    that offset exactly for one composition, and its common part for several."""
+    if not residuals_mev:
+        return 0.0, 0.0
+    raw = torch.tensor(residuals_mev, dtype=torch.float64)
+    delta = 10 * weights.huber_delta_ev_per_angstrom
+
+    def summed(residuals: torch.Tensor) -> float:
+        return float(sum(weights.penalty(r, r ** 2, delta) for r in residuals)) * weights.energy_per_atom_mev
+
+    centred = raw - raw.mean()
+    return summed(centred) - summed(raw), float((centred ** 2).sum())
 
 
 def _refuse_non_finite(adapter: FamilyAdapter, module: torch.nn.Module, samples: list[Sample], weights: LossWeights,
@@ -484,13 +505,16 @@ class _Training:
         val, batch = self.val_samples, self.hp.batch_size if self.batched else 1
         mine = self.ranks.share(val)
         sums: Counter[str] = Counter()
+        residuals: list[float] = []
         for start in range(0, len(mine), batch):
             _, batch_sums = batch_loss(self.adapter, self.module, mine[start:start + batch], self.hp.weights,
-                                       training=False)
+                                       training=False, energy_residuals=residuals)
             self.module.zero_grad(set_to_none=True)
             sums.update(batch_sums)
         sums = self.ranks.sum_counts(sums)
-        row = {"val_loss": sums["loss"] / len(val)}
+        loss_change, sums["energy"] = energy_offset_correction(self.ranks.gather(residuals, len(val)),
+                                                               self.hp.weights)
+        row = {"val_loss": (sums["loss"] + loss_change) / len(val)}
         return row | {f"val_{k}_rmse": float(np.sqrt(v / len(val))) for k, v in sums.items() if k != "loss"}
 
     def keep_best(self, epoch: int, monitored: float) -> None:
