@@ -89,6 +89,11 @@ def umlip_command(family: str, budget: dict, files: dict[str, Path], out: Path, 
             *extra]
 
 
+def seed_flags(seed: int | None) -> list[str]:
+    """The `umlip finetune` flags of a --seed repeat (none at the default seed)."""
+    return [] if seed is None else ["--seed", str(seed)]
+
+
 def umlip_out(workdir: Path, extra: list[str] = ()) -> Path:
     return workdir / ("umlip" + "".join(extra).replace("--", "_"))
 
@@ -118,7 +123,7 @@ def side(name: str, family: str, budget_name: str, sets, files, workdir: Path, a
     if name == "base":
         record, calc = {}, load_calculator(MODELS[family], device="cpu")
     elif name == "umlip":
-        record = run_umlip(family, budget, files, workdir, [] if args.seed is None else ["--seed", str(args.seed)])
+        record = run_umlip(family, budget, files, workdir, seed_flags(args.seed))
         calc = load_calculator(record.pop("out"), device="cpu")
     else:
         trainer = native.run_sevenn if family == "sevennet" else native.run_chgnet
@@ -142,7 +147,7 @@ def stored_model(name: str, family: str, workdir: Path, seed: int | None):
     if name == "base":
         return load_calculator(MODELS[family], device="cpu")
     if name == "umlip":
-        out = umlip_out(workdir, [] if seed is None else ["--seed", str(seed)])
+        out = umlip_out(workdir, seed_flags(seed))
         return load_calculator(out, device="cpu") if (out / "umlip_model.json").is_file() else None
     run = native._finished(workdir / "native", family)
     return native.native_calculator(run) if run is not None and Path(run.checkpoint).is_file() else None
